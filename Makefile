@@ -1,0 +1,100 @@
+# Crest: nginx modules + C workers.  `make run` to run it, `make test` to test it.
+
+SHELL        := /bin/bash
+TOP          := $(abspath .)
+BUILD        := $(TOP)/build
+NGX_SRC      ?= /usr/share/nginx/src
+NGX_BUILD    := $(BUILD)/nginx
+ASAN_BUILD   := $(BUILD)/nginx-asan
+MODULE       := $(BUILD)/modules/ngx_http_crest_module.so
+ASAN_MODULE  := $(BUILD)/modules-asan/ngx_http_crest_module.so
+
+CC           ?= cc
+PG_INC       := $(shell pg_config --includedir 2>/dev/null || echo /usr/include/postgresql)
+CFLAGS       ?= -O2 -g
+WARN         := -Wall -Wextra -Werror
+CREST_CFLAGS := $(CFLAGS) $(WARN) -std=gnu11 -D_GNU_SOURCE -Ishared -I$(PG_INC)
+LIBS         := -lpq -lhiredis -ljansson -lm
+
+MODULE_SRCS  := config $(wildcard ngx_modules/*.c ngx_modules/*.h shared/*.c shared/*.h)
+SHARED_SRCS  := $(wildcard shared/*.c)
+WORKER_SRCS  := $(wildcard workers/*.c)
+UNIT_SRCS    := $(wildcard t/unit/test_*.c)
+UNIT_BINS    := $(patsubst t/unit/%.c,$(BUILD)/unit/%,$(UNIT_SRCS))
+
+.PHONY: all modules workers unit deps run stop migrate test test-asan fuzz bench clean
+
+all: modules workers
+
+deps:
+	@scripts/deps.sh
+
+# --- nginx modules ---------------------------------------------------------
+# Debian's nginx-dev ships the configure scripts but no .c files: configure a
+# copy of that tree with Debian's own flags so the module is binary compatible.
+modules: $(MODULE)
+
+$(NGX_BUILD)/Makefile: $(NGX_SRC)/conf_flags config
+	@rm -rf $(NGX_BUILD) && mkdir -p $(BUILD) && cp -r $(NGX_SRC) $(NGX_BUILD)
+	source $(NGX_SRC)/conf_flags && cd $(NGX_BUILD) && \
+	  ./configure "$${NGX_CONF_FLAGS[@]}" --add-dynamic-module=$(TOP) \
+	    --with-cc-opt="$(WARN) -Wno-unused-parameter" >$(BUILD)/configure.log 2>&1 \
+	  || { tail -30 $(BUILD)/configure.log; exit 1; }
+
+$(MODULE): $(NGX_BUILD)/Makefile $(MODULE_SRCS)
+	$(MAKE) -s -C $(NGX_BUILD) -f objs/Makefile modules
+	@mkdir -p $(dir $@) && cp $(NGX_BUILD)/objs/ngx_http_crest_pg_module.so $@
+
+# The same module under AddressSanitizer, for Debian's nginx with libasan
+# preloaded (nginx itself cannot be rebuilt from nginx-dev).
+$(ASAN_BUILD)/Makefile: $(NGX_SRC)/conf_flags config
+	@rm -rf $(ASAN_BUILD) && mkdir -p $(BUILD) && cp -r $(NGX_SRC) $(ASAN_BUILD)
+	source $(NGX_SRC)/conf_flags && cd $(ASAN_BUILD) && \
+	  ./configure "$${NGX_CONF_FLAGS[@]}" --add-dynamic-module=$(TOP) \
+	    --with-cc-opt="$(WARN) -Wno-unused-parameter -fsanitize=address -fno-omit-frame-pointer" \
+	    --with-ld-opt="-fsanitize=address" >$(BUILD)/configure-asan.log 2>&1 \
+	  || { tail -30 $(BUILD)/configure-asan.log; exit 1; }
+
+$(ASAN_MODULE): $(ASAN_BUILD)/Makefile $(MODULE_SRCS)
+	$(MAKE) -s -C $(ASAN_BUILD) -f objs/Makefile modules
+	@mkdir -p $(dir $@) && cp $(ASAN_BUILD)/objs/ngx_http_crest_pg_module.so $@
+
+# --- workers and unit tests ------------------------------------------------
+workers: $(BUILD)/bin/crest-worker
+
+$(BUILD)/bin/crest-worker: $(WORKER_SRCS) $(SHARED_SRCS) $(wildcard workers/*.h shared/*.h)
+	@mkdir -p $(dir $@)
+	$(CC) $(CREST_CFLAGS) -Iworkers -o $@ $(WORKER_SRCS) $(SHARED_SRCS) $(LIBS)
+
+unit: $(UNIT_BINS)
+
+$(BUILD)/unit/%: t/unit/%.c $(SHARED_SRCS) $(wildcard shared/*.h t/unit/*.h)
+	@mkdir -p $(dir $@)
+	$(CC) $(CREST_CFLAGS) -fsanitize=address,undefined -fno-omit-frame-pointer \
+	  -It/unit -o $@ $< $(SHARED_SRCS) $(LIBS)
+
+# --- running ---------------------------------------------------------------
+run: deps all
+	@scripts/run.sh start
+
+stop:
+	@scripts/run.sh stop
+
+migrate:
+	@scripts/migrate.sh
+
+# --- tests -----------------------------------------------------------------
+test: deps all unit
+	prove -r -I t/lib t/
+
+test-asan: deps $(ASAN_MODULE) workers unit
+	CREST_TEST_ASAN=1 TEST_NGINX_LOAD_MODULES=$(ASAN_MODULE) prove -r -I t/lib t/
+
+fuzz: deps
+	@scripts/fuzz.sh
+
+bench: deps all
+	@bench/run.sh
+
+clean:
+	rm -rf $(BUILD)

@@ -1,0 +1,976 @@
+/*
+ * ngx_http_crest_redis_module: a per-worker pool of Redis connections on
+ * hiredis' async API, with hiredis' event hooks mapped onto nginx events.
+ *
+ * hiredis 0.14 has no timeouts of its own, so every command carries an nginx
+ * timer.  A command cannot be withdrawn once written, so a command past its
+ * deadline costs its connection: every command queued on it fails at once
+ * and the connection is reopened with backoff.
+ */
+
+#include "ngx_crest_redis.h"
+
+
+typedef enum {
+    NGX_CREST_REDIS_DOWN = 0,
+    NGX_CREST_REDIS_BACKOFF,
+    NGX_CREST_REDIS_CONNECTING,
+    NGX_CREST_REDIS_UP
+} ngx_crest_redis_state_e;
+
+
+typedef struct {
+    ngx_str_t                  server;
+    char                      *host;        /* numeric address or path */
+    int                        port;        /* 0 for a unix socket */
+    ngx_int_t                  db;
+    ngx_str_t                  password;
+    ngx_uint_t                 pool_size;
+    ngx_msec_t                 connect_timeout;
+    ngx_msec_t                 command_timeout;
+    ngx_msec_t                 backoff_min;
+    ngx_msec_t                 backoff_max;
+} ngx_http_crest_redis_main_conf_t;
+
+
+typedef struct {
+    redisAsyncContext         *ac;
+    ngx_connection_t          *c;
+    ngx_crest_redis_state_e    state;
+    ngx_uint_t                 pending;
+    ngx_event_t                timer;       /* connect deadline or backoff */
+    ngx_msec_t                 backoff;
+    ngx_log_t                 *log;
+} ngx_crest_redis_conn_t;
+
+
+struct ngx_crest_redis_cmd_s {
+    ngx_crest_redis_handler_pt   handler;
+    void                        *data;
+    ngx_crest_redis_cmd_t      **slot;
+    ngx_crest_redis_conn_t      *conn;
+    ngx_event_t                  timer;
+};
+
+
+typedef struct {
+    ngx_http_crest_redis_main_conf_t  *conf;
+    ngx_crest_redis_conn_t            *conns;
+    ngx_uint_t                         nconns;
+    ngx_uint_t                         next;
+    unsigned                           reported_down:1;
+} ngx_crest_redis_pool_t;
+
+
+static void *ngx_http_crest_redis_create_main_conf(ngx_conf_t *cf);
+static char *ngx_http_crest_redis_init_main_conf(ngx_conf_t *cf, void *conf);
+static char *ngx_http_crest_redis_server(ngx_conf_t *cf, ngx_command_t *cmd,
+    void *conf);
+static char *ngx_http_crest_redis_backoff(ngx_conf_t *cf, ngx_command_t *cmd,
+    void *conf);
+static ngx_int_t ngx_http_crest_redis_init_process(ngx_cycle_t *cycle);
+static void ngx_http_crest_redis_exit_process(ngx_cycle_t *cycle);
+
+static void ngx_crest_redis_connect(ngx_crest_redis_conn_t *rc);
+static void ngx_crest_redis_schedule(ngx_crest_redis_conn_t *rc);
+static void ngx_crest_redis_drop(ngx_crest_redis_conn_t *rc);
+static void ngx_crest_redis_timer_handler(ngx_event_t *ev);
+static void ngx_crest_redis_read_handler(ngx_event_t *rev);
+static void ngx_crest_redis_write_handler(ngx_event_t *wev);
+static void ngx_crest_redis_add_read(void *privdata);
+static void ngx_crest_redis_del_read(void *privdata);
+static void ngx_crest_redis_add_write(void *privdata);
+static void ngx_crest_redis_del_write(void *privdata);
+static void ngx_crest_redis_cleanup(void *privdata);
+static void ngx_crest_redis_on_connect(const redisAsyncContext *ac,
+    int status);
+static void ngx_crest_redis_setup_reply(redisAsyncContext *ac, void *r,
+    void *privdata);
+static void ngx_crest_redis_reply(redisAsyncContext *ac, void *r,
+    void *privdata);
+static void ngx_crest_redis_cmd_timeout(ngx_event_t *ev);
+static void ngx_crest_redis_request_cleanup(void *data);
+
+
+static ngx_command_t  ngx_http_crest_redis_commands[] = {
+
+    { ngx_string("crest_redis_server"),
+      NGX_HTTP_MAIN_CONF|NGX_CONF_1MORE,
+      ngx_http_crest_redis_server,
+      NGX_HTTP_MAIN_CONF_OFFSET,
+      0,
+      NULL },
+
+    { ngx_string("crest_redis_pool_size"),
+      NGX_HTTP_MAIN_CONF|NGX_CONF_TAKE1,
+      ngx_conf_set_num_slot,
+      NGX_HTTP_MAIN_CONF_OFFSET,
+      offsetof(ngx_http_crest_redis_main_conf_t, pool_size),
+      NULL },
+
+    { ngx_string("crest_redis_connect_timeout"),
+      NGX_HTTP_MAIN_CONF|NGX_CONF_TAKE1,
+      ngx_conf_set_msec_slot,
+      NGX_HTTP_MAIN_CONF_OFFSET,
+      offsetof(ngx_http_crest_redis_main_conf_t, connect_timeout),
+      NULL },
+
+    { ngx_string("crest_redis_command_timeout"),
+      NGX_HTTP_MAIN_CONF|NGX_CONF_TAKE1,
+      ngx_conf_set_msec_slot,
+      NGX_HTTP_MAIN_CONF_OFFSET,
+      offsetof(ngx_http_crest_redis_main_conf_t, command_timeout),
+      NULL },
+
+    { ngx_string("crest_redis_reconnect_backoff"),
+      NGX_HTTP_MAIN_CONF|NGX_CONF_TAKE2,
+      ngx_http_crest_redis_backoff,
+      NGX_HTTP_MAIN_CONF_OFFSET,
+      0,
+      NULL },
+
+      ngx_null_command
+};
+
+
+static ngx_http_module_t  ngx_http_crest_redis_module_ctx = {
+    NULL,                                  /* preconfiguration */
+    NULL,                                  /* postconfiguration */
+
+    ngx_http_crest_redis_create_main_conf, /* create main configuration */
+    ngx_http_crest_redis_init_main_conf,   /* init main configuration */
+
+    NULL,                                  /* create server configuration */
+    NULL,                                  /* merge server configuration */
+
+    NULL,                                  /* create location configuration */
+    NULL                                   /* merge location configuration */
+};
+
+
+ngx_module_t  ngx_http_crest_redis_module = {
+    NGX_MODULE_V1,
+    &ngx_http_crest_redis_module_ctx,      /* module context */
+    ngx_http_crest_redis_commands,         /* module directives */
+    NGX_HTTP_MODULE,                       /* module type */
+    NULL,                                  /* init master */
+    NULL,                                  /* init module */
+    ngx_http_crest_redis_init_process,     /* init process */
+    NULL,                                  /* init thread */
+    NULL,                                  /* exit thread */
+    ngx_http_crest_redis_exit_process,     /* exit process */
+    NULL,                                  /* exit master */
+    NGX_MODULE_V1_PADDING
+};
+
+
+static ngx_crest_redis_pool_t  ngx_crest_redis_pool;
+
+
+static void *
+ngx_http_crest_redis_create_main_conf(ngx_conf_t *cf)
+{
+    ngx_http_crest_redis_main_conf_t  *rmcf;
+
+    rmcf = ngx_pcalloc(cf->pool, sizeof(ngx_http_crest_redis_main_conf_t));
+    if (rmcf == NULL) {
+        return NULL;
+    }
+
+    /*
+     * set by ngx_pcalloc():
+     *
+     *     rmcf->server = { 0, NULL };
+     *     rmcf->host = NULL;
+     *     rmcf->port = 0;
+     *     rmcf->db = 0;
+     *     rmcf->password = { 0, NULL };
+     */
+
+    rmcf->pool_size = NGX_CONF_UNSET_UINT;
+    rmcf->connect_timeout = NGX_CONF_UNSET_MSEC;
+    rmcf->command_timeout = NGX_CONF_UNSET_MSEC;
+    rmcf->backoff_min = NGX_CONF_UNSET_MSEC;
+    rmcf->backoff_max = NGX_CONF_UNSET_MSEC;
+
+    return rmcf;
+}
+
+
+static char *
+ngx_http_crest_redis_init_main_conf(ngx_conf_t *cf, void *conf)
+{
+    ngx_http_crest_redis_main_conf_t  *rmcf = conf;
+
+    /* one pipelined connection carries a lot; two spread the parsing */
+    ngx_conf_init_uint_value(rmcf->pool_size, 2);
+    ngx_conf_init_msec_value(rmcf->connect_timeout, 1000);
+    ngx_conf_init_msec_value(rmcf->command_timeout, 1000);
+    ngx_conf_init_msec_value(rmcf->backoff_min, 100);
+    ngx_conf_init_msec_value(rmcf->backoff_max, 1000);
+
+    if (rmcf->pool_size == 0 || rmcf->pool_size > 64) {
+        ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
+                           "crest_redis_pool_size must be 1 to 64");
+        return NGX_CONF_ERROR;
+    }
+
+    return NGX_CONF_OK;
+}
+
+
+/* Reads a secret from a file at configuration time, trailing newline cut. */
+static char *
+ngx_http_crest_redis_read_secret(ngx_conf_t *cf, ngx_str_t *name,
+    ngx_str_t *secret)
+{
+    ssize_t          n;
+    ngx_fd_t         fd;
+    ngx_file_t       file;
+    ngx_file_info_t  fi;
+
+    if (ngx_conf_full_name(cf->cycle, name, 1) != NGX_OK) {
+        return NGX_CONF_ERROR;
+    }
+
+    fd = ngx_open_file(name->data, NGX_FILE_RDONLY, NGX_FILE_OPEN, 0);
+    if (fd == NGX_INVALID_FILE) {
+        ngx_conf_log_error(NGX_LOG_EMERG, cf, ngx_errno,
+                           ngx_open_file_n " \"%V\" failed", name);
+        return NGX_CONF_ERROR;
+    }
+
+    ngx_memzero(&file, sizeof(ngx_file_t));
+    file.fd = fd;
+    file.name = *name;
+    file.log = cf->log;
+
+    if (ngx_fd_info(fd, &fi) == NGX_FILE_ERROR || ngx_file_size(&fi) > 4096) {
+        ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
+                           "\"%V\" is not a password file", name);
+        ngx_close_file(fd);
+        return NGX_CONF_ERROR;
+    }
+
+    secret->data = ngx_pnalloc(cf->pool, ngx_file_size(&fi) + 1);
+    if (secret->data == NULL) {
+        ngx_close_file(fd);
+        return NGX_CONF_ERROR;
+    }
+
+    n = ngx_read_file(&file, secret->data, ngx_file_size(&fi), 0);
+    ngx_close_file(fd);
+
+    if (n == NGX_ERROR) {
+        return NGX_CONF_ERROR;
+    }
+
+    while (n > 0 && (secret->data[n - 1] == '\n' || secret->data[n - 1] == '\r'))
+    {
+        n--;
+    }
+
+    secret->len = n;
+
+    return NGX_CONF_OK;
+}
+
+
+/*
+ * crest_redis_server address [db=N] [password_file=path];
+ * The address is resolved here, at configuration time: hiredis would
+ * resolve a name with a blocking call on the event loop.
+ */
+static char *
+ngx_http_crest_redis_server(ngx_conf_t *cf, ngx_command_t *cmd, void *conf)
+{
+    ngx_http_crest_redis_main_conf_t  *rmcf = conf;
+
+    size_t                len;
+    ngx_str_t            *value, file;
+    ngx_url_t             u;
+    ngx_uint_t            i;
+    struct sockaddr_un   *sun;
+
+    if (rmcf->server.data) {
+        return "is duplicate";
+    }
+
+    value = cf->args->elts;
+    rmcf->server = value[1];
+
+    ngx_memzero(&u, sizeof(ngx_url_t));
+    u.url = value[1];
+    u.default_port = 6379;
+
+    if (ngx_parse_url(cf->pool, &u) != NGX_OK || u.naddrs == 0) {
+        ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
+                           "%s in crest_redis_server \"%V\"",
+                           u.err ? u.err : "host not found", &value[1]);
+        return NGX_CONF_ERROR;
+    }
+
+    if (u.family == AF_UNIX) {
+        sun = (struct sockaddr_un *) u.addrs[0].sockaddr;
+        len = ngx_strlen(sun->sun_path);
+        rmcf->host = ngx_pnalloc(cf->pool, len + 1);
+        if (rmcf->host == NULL) {
+            return NGX_CONF_ERROR;
+        }
+        ngx_cpystrn((u_char *) rmcf->host, (u_char *) sun->sun_path, len + 1);
+        rmcf->port = 0;
+
+    } else {
+        rmcf->host = ngx_pnalloc(cf->pool, NGX_SOCKADDR_STRLEN + 1);
+        if (rmcf->host == NULL) {
+            return NGX_CONF_ERROR;
+        }
+        len = ngx_sock_ntop(u.addrs[0].sockaddr, u.addrs[0].socklen,
+                            (u_char *) rmcf->host, NGX_SOCKADDR_STRLEN, 0);
+        rmcf->host[len] = '\0';
+        rmcf->port = ngx_inet_get_port(u.addrs[0].sockaddr);
+    }
+
+    for (i = 2; i < cf->args->nelts; i++) {
+
+        if (ngx_strncmp(value[i].data, "db=", 3) == 0) {
+            rmcf->db = ngx_atoi(value[i].data + 3, value[i].len - 3);
+            if (rmcf->db == NGX_ERROR || rmcf->db > 1048576) {
+                goto invalid;
+            }
+            continue;
+        }
+
+        if (ngx_strncmp(value[i].data, "password_file=", 14) == 0) {
+            file.data = value[i].data + 14;
+            file.len = value[i].len - 14;
+
+            if (file.len == 0) {
+                goto invalid;
+            }
+
+            if (ngx_http_crest_redis_read_secret(cf, &file, &rmcf->password)
+                != NGX_CONF_OK)
+            {
+                return NGX_CONF_ERROR;
+            }
+            continue;
+        }
+
+        goto invalid;
+    }
+
+    return NGX_CONF_OK;
+
+invalid:
+
+    ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
+                       "invalid parameter \"%V\"", &value[i]);
+    return NGX_CONF_ERROR;
+}
+
+
+static char *
+ngx_http_crest_redis_backoff(ngx_conf_t *cf, ngx_command_t *cmd, void *conf)
+{
+    ngx_http_crest_redis_main_conf_t  *rmcf = conf;
+
+    ngx_str_t  *value;
+
+    if (rmcf->backoff_min != NGX_CONF_UNSET_MSEC) {
+        return "is duplicate";
+    }
+
+    value = cf->args->elts;
+
+    rmcf->backoff_min = ngx_parse_time(&value[1], 0);
+    rmcf->backoff_max = ngx_parse_time(&value[2], 0);
+
+    if (rmcf->backoff_min == (ngx_msec_t) NGX_ERROR
+        || rmcf->backoff_max == (ngx_msec_t) NGX_ERROR
+        || rmcf->backoff_min == 0
+        || rmcf->backoff_max < rmcf->backoff_min)
+    {
+        ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
+                           "invalid crest_redis_reconnect_backoff \"%V %V\"",
+                           &value[1], &value[2]);
+        return NGX_CONF_ERROR;
+    }
+
+    return NGX_CONF_OK;
+}
+
+
+static ngx_int_t
+ngx_http_crest_redis_init_process(ngx_cycle_t *cycle)
+{
+    ngx_uint_t                         i;
+    ngx_crest_redis_conn_t            *rc;
+    ngx_http_crest_redis_main_conf_t  *rmcf;
+
+    ngx_memzero(&ngx_crest_redis_pool, sizeof(ngx_crest_redis_pool_t));
+
+    if (ngx_process != NGX_PROCESS_WORKER
+        && ngx_process != NGX_PROCESS_SINGLE)
+    {
+        return NGX_OK;
+    }
+
+    rmcf = ngx_http_cycle_get_module_main_conf(cycle,
+                                               ngx_http_crest_redis_module);
+
+    if (rmcf == NULL || rmcf->host == NULL) {
+        return NGX_OK;
+    }
+
+    ngx_crest_redis_pool.conf = rmcf;
+    ngx_crest_redis_pool.nconns = rmcf->pool_size;
+    ngx_crest_redis_pool.conns = ngx_pcalloc(cycle->pool,
+                              rmcf->pool_size * sizeof(ngx_crest_redis_conn_t));
+    if (ngx_crest_redis_pool.conns == NULL) {
+        return NGX_ERROR;
+    }
+
+    for (i = 0; i < rmcf->pool_size; i++) {
+        rc = &ngx_crest_redis_pool.conns[i];
+        rc->log = cycle->log;
+        rc->timer.handler = ngx_crest_redis_timer_handler;
+        rc->timer.data = rc;
+        rc->timer.log = cycle->log;
+        rc->timer.cancelable = 1;
+        rc->backoff = rmcf->backoff_min;
+
+        ngx_crest_redis_connect(rc);
+    }
+
+    return NGX_OK;
+}
+
+
+static void
+ngx_http_crest_redis_exit_process(ngx_cycle_t *cycle)
+{
+    ngx_uint_t               i;
+    ngx_crest_redis_conn_t  *rc;
+
+    /* nothing may be called back into requests that are being abandoned */
+    ngx_crest_redis_pool.conf = NULL;
+
+    for (i = 0; i < ngx_crest_redis_pool.nconns; i++) {
+        rc = &ngx_crest_redis_pool.conns[i];
+
+        if (rc->timer.timer_set) {
+            ngx_del_timer(&rc->timer);
+        }
+
+        ngx_crest_redis_drop(rc);
+    }
+
+    ngx_crest_redis_pool.nconns = 0;
+}
+
+
+/* connection life cycle */
+
+static void
+ngx_crest_redis_connect(ngx_crest_redis_conn_t *rc)
+{
+    const char                        *argv[2];
+    redisAsyncContext                 *ac;
+    ngx_http_crest_redis_main_conf_t  *rmcf;
+
+    rmcf = ngx_crest_redis_pool.conf;
+
+    if (rmcf->port) {
+        /* a numeric address: hiredis' getaddrinfo() does no lookup */
+        ac = redisAsyncConnect(rmcf->host, rmcf->port);
+
+    } else {
+        ac = redisAsyncConnectUnix(rmcf->host);
+    }
+
+    if (ac == NULL || ac->err) {
+        if (!ngx_crest_redis_pool.reported_down) {
+            ngx_crest_redis_pool.reported_down = 1;
+            ngx_log_error(NGX_LOG_ERR, rc->log, 0,
+                          "crest redis: connect to redis failed: %s",
+                          ac ? ac->errstr : "out of memory");
+        }
+
+        if (ac) {
+            redisAsyncFree(ac);
+        }
+
+        ngx_crest_redis_schedule(rc);
+        return;
+    }
+
+    rc->c = ngx_crest_wrap_socket(ac->c.fd, rc->log,
+                                  ngx_crest_redis_read_handler,
+                                  ngx_crest_redis_write_handler, rc);
+    if (rc->c == NULL) {
+        redisAsyncFree(ac);
+        ngx_crest_redis_schedule(rc);
+        return;
+    }
+
+    rc->ac = ac;
+    rc->state = NGX_CREST_REDIS_CONNECTING;
+    ac->data = rc;
+    ac->ev.data = rc;
+    ac->ev.addRead = ngx_crest_redis_add_read;
+    ac->ev.delRead = ngx_crest_redis_del_read;
+    ac->ev.addWrite = ngx_crest_redis_add_write;
+    ac->ev.delWrite = ngx_crest_redis_del_write;
+    ac->ev.cleanup = ngx_crest_redis_cleanup;
+
+    /* hiredis learns of the connection on the first write event */
+    redisAsyncSetConnectCallback(ac, ngx_crest_redis_on_connect);
+
+    /* queued ahead of every command, so they run first on the wire */
+    if (rmcf->password.len) {
+        argv[0] = "AUTH";
+        argv[1] = (const char *) rmcf->password.data;
+        (void) redisAsyncCommandArgv(ac, ngx_crest_redis_setup_reply, NULL, 2,
+                                     argv, (size_t[]) { 4, rmcf->password.len });
+    }
+
+    if (rmcf->db) {
+        (void) redisAsyncCommand(ac, ngx_crest_redis_setup_reply, NULL,
+                                 "SELECT %d", (int) rmcf->db);
+    }
+
+    if (rc->timer.timer_set) {
+        ngx_del_timer(&rc->timer);
+    }
+
+    ngx_add_timer(&rc->timer, rmcf->connect_timeout);
+}
+
+
+static void
+ngx_crest_redis_on_connect(const redisAsyncContext *ac, int status)
+{
+    ngx_crest_redis_conn_t  *rc = ac->data;
+
+    if (status != REDIS_OK) {
+        /* hiredis frees the context next; cleanup reschedules */
+        if (!ngx_crest_redis_pool.reported_down) {
+            ngx_crest_redis_pool.reported_down = 1;
+            ngx_log_error(NGX_LOG_ERR, rc->log, 0,
+                          "crest redis: connect to redis failed: %s",
+                          ac->errstr);
+        }
+        return;
+    }
+
+    if (rc->timer.timer_set) {
+        ngx_del_timer(&rc->timer);
+    }
+
+    rc->state = NGX_CREST_REDIS_UP;
+    rc->backoff = ngx_crest_redis_pool.conf->backoff_min;
+
+    if (ngx_crest_redis_pool.reported_down) {
+        ngx_crest_redis_pool.reported_down = 0;
+        ngx_log_error(NGX_LOG_NOTICE, rc->log, 0,
+                      "crest redis: connection to redis restored");
+    }
+}
+
+
+static void
+ngx_crest_redis_setup_reply(redisAsyncContext *ac, void *r, void *privdata)
+{
+    redisReply              *reply = r;
+    ngx_crest_redis_conn_t  *rc = ac->data;
+
+    if (reply && reply->type == REDIS_REPLY_ERROR) {
+        /* a wrong password or database: no command on this link may run */
+        ngx_log_error(NGX_LOG_ERR, rc->log, 0,
+                      "crest redis: connection setup refused: %*s",
+                      (size_t) reply->len, reply->str);
+        ngx_crest_redis_pool.reported_down = 1;
+        redisAsyncDisconnect(ac);
+    }
+}
+
+
+static void
+ngx_crest_redis_schedule(ngx_crest_redis_conn_t *rc)
+{
+    ngx_msec_t  delay;
+
+    rc->state = NGX_CREST_REDIS_DOWN;
+
+    if (ngx_exiting || ngx_terminate || ngx_crest_redis_pool.conf == NULL) {
+        return;
+    }
+
+    delay = rc->backoff + (ngx_msec_t) ngx_random() % (rc->backoff / 4 + 1);
+
+    rc->backoff *= 2;
+    if (rc->backoff > ngx_crest_redis_pool.conf->backoff_max) {
+        rc->backoff = ngx_crest_redis_pool.conf->backoff_max;
+    }
+
+    rc->state = NGX_CREST_REDIS_BACKOFF;
+
+    if (rc->timer.timer_set) {
+        ngx_del_timer(&rc->timer);
+    }
+
+    ngx_add_timer(&rc->timer, delay);
+}
+
+
+/*
+ * Frees the hiredis context: its pending commands are called back with no
+ * reply, then ngx_crest_redis_cleanup() forgets the socket and reschedules.
+ */
+static void
+ngx_crest_redis_drop(ngx_crest_redis_conn_t *rc)
+{
+    redisAsyncContext  *ac;
+
+    ac = rc->ac;
+
+    if (ac == NULL) {
+        return;
+    }
+
+    rc->state = NGX_CREST_REDIS_DOWN;
+    redisAsyncFree(ac);
+}
+
+
+static void
+ngx_crest_redis_cleanup(void *privdata)
+{
+    ngx_crest_redis_conn_t  *rc = privdata;
+
+    if (rc->state == NGX_CREST_REDIS_UP && !ngx_crest_redis_pool.reported_down
+        && ngx_crest_redis_pool.conf && !ngx_exiting)
+    {
+        ngx_crest_redis_pool.reported_down = 1;
+        ngx_log_error(NGX_LOG_ERR, rc->log, 0,
+                      "crest redis: lost the connection to redis: %s",
+                      rc->ac && rc->ac->errstr[0] ? rc->ac->errstr
+                                                  : "closed");
+    }
+
+    if (rc->c) {
+        ngx_crest_unwrap_socket(rc->c);
+        rc->c = NULL;
+    }
+
+    rc->ac = NULL;
+    rc->pending = 0;
+
+    ngx_crest_redis_schedule(rc);
+}
+
+
+static void
+ngx_crest_redis_timer_handler(ngx_event_t *ev)
+{
+    ngx_crest_redis_conn_t  *rc = ev->data;
+
+    switch (rc->state) {
+
+    case NGX_CREST_REDIS_BACKOFF:
+        ngx_crest_redis_connect(rc);
+        break;
+
+    case NGX_CREST_REDIS_CONNECTING:
+        if (!ngx_crest_redis_pool.reported_down) {
+            ngx_crest_redis_pool.reported_down = 1;
+            ngx_log_error(NGX_LOG_ERR, rc->log, 0,
+                          "crest redis: connect to redis timed out");
+        }
+        ngx_crest_redis_drop(rc);
+        break;
+
+    default:
+        break;
+    }
+}
+
+
+static void
+ngx_crest_redis_read_handler(ngx_event_t *rev)
+{
+    ngx_connection_t        *c = rev->data;
+    ngx_crest_redis_conn_t  *rc = c->data;
+
+    if (c->close) {
+        c->close = 0;
+
+        /* graceful shutdown: only a link with nothing in flight goes now */
+        if (rc->pending == 0) {
+            ngx_crest_redis_drop(rc);
+            return;
+        }
+    }
+
+    /* may free the context and c with it: nothing is touched after */
+    redisAsyncHandleRead(rc->ac);
+}
+
+
+static void
+ngx_crest_redis_write_handler(ngx_event_t *wev)
+{
+    ngx_connection_t        *c = wev->data;
+    ngx_crest_redis_conn_t  *rc = c->data;
+
+    redisAsyncHandleWrite(rc->ac);
+}
+
+
+static void
+ngx_crest_redis_add_read(void *privdata)
+{
+    ngx_crest_redis_conn_t  *rc = privdata;
+
+    if (rc->c && ngx_crest_watch(rc->c->read, 1) != NGX_OK) {
+        ngx_log_error(NGX_LOG_ALERT, rc->log, 0,
+                      "crest redis: cannot watch a redis socket");
+    }
+}
+
+
+static void
+ngx_crest_redis_del_read(void *privdata)
+{
+    ngx_crest_redis_conn_t  *rc = privdata;
+
+    if (rc->c) {
+        (void) ngx_crest_watch(rc->c->read, 0);
+    }
+}
+
+
+static void
+ngx_crest_redis_add_write(void *privdata)
+{
+    ngx_crest_redis_conn_t  *rc = privdata;
+
+    if (rc->c && ngx_crest_watch(rc->c->write, 1) != NGX_OK) {
+        ngx_log_error(NGX_LOG_ALERT, rc->log, 0,
+                      "crest redis: cannot watch a redis socket");
+    }
+}
+
+
+static void
+ngx_crest_redis_del_write(void *privdata)
+{
+    ngx_crest_redis_conn_t  *rc = privdata;
+
+    if (rc->c) {
+        (void) ngx_crest_watch(rc->c->write, 0);
+    }
+}
+
+
+/* commands */
+
+ngx_crest_redis_cmd_t *
+ngx_crest_redis_command(int argc, const char **argv, const size_t *argvlen,
+    ngx_msec_t timeout, ngx_crest_redis_handler_pt handler, void *data,
+    ngx_log_t *log)
+{
+    ngx_uint_t               i, n, pass;
+    ngx_crest_redis_cmd_t   *cmd;
+    ngx_crest_redis_conn_t  *rc;
+
+    if (ngx_crest_redis_pool.conf == NULL) {
+        return NULL;
+    }
+
+    cmd = ngx_calloc(sizeof(ngx_crest_redis_cmd_t), log);
+    if (cmd == NULL) {
+        return NULL;
+    }
+
+    cmd->handler = handler;
+    cmd->data = data;
+    cmd->timer.handler = ngx_crest_redis_cmd_timeout;
+    cmd->timer.data = cmd;
+    cmd->timer.log = log;
+
+    n = ngx_crest_redis_pool.nconns;
+
+    if (ngx_exiting) {
+        /* graceful shutdown closed idle links; a request still running may
+         * need one, so reopen it */
+        for (i = 0; i < n; i++) {
+            if (ngx_crest_redis_pool.conns[i].state >= NGX_CREST_REDIS_CONNECTING) {
+                break;
+            }
+        }
+
+        for (pass = 0; i == n && pass < n; pass++) {
+            if (ngx_crest_redis_pool.conns[pass].state == NGX_CREST_REDIS_DOWN) {
+                ngx_crest_redis_connect(&ngx_crest_redis_pool.conns[pass]);
+                break;
+            }
+        }
+    }
+
+    /* round robin over live links first, then links still connecting */
+    for (pass = 0; pass < 2; pass++) {
+        for (i = 0; i < n; i++) {
+            rc = &ngx_crest_redis_pool.conns[(ngx_crest_redis_pool.next + i) % n];
+
+            if (rc->state != (pass ? NGX_CREST_REDIS_CONNECTING
+                                   : NGX_CREST_REDIS_UP))
+            {
+                continue;
+            }
+
+            if (redisAsyncCommandArgv(rc->ac, ngx_crest_redis_reply, cmd,
+                                      argc, argv, argvlen)
+                != REDIS_OK)
+            {
+                continue;
+            }
+
+            ngx_crest_redis_pool.next++;
+            cmd->conn = rc;
+            rc->pending++;
+            rc->c->idle = 0;
+
+            ngx_add_timer(&cmd->timer, timeout ? timeout
+                                  : ngx_crest_redis_pool.conf->command_timeout);
+            return cmd;
+        }
+    }
+
+    ngx_free(cmd);
+
+    return NULL;
+}
+
+
+static void
+ngx_crest_redis_reply(redisAsyncContext *ac, void *r, void *privdata)
+{
+    redisReply              *reply = r;
+    ngx_crest_redis_cmd_t   *cmd = privdata;
+    ngx_crest_redis_conn_t  *rc;
+
+    ngx_crest_status_e           status;
+    ngx_crest_redis_handler_pt   handler;
+
+    rc = cmd->conn;
+
+    if (rc->pending) {
+        rc->pending--;
+    }
+
+    if (rc->pending == 0 && rc->c) {
+        rc->c->idle = 1;
+    }
+
+    if (cmd->timer.timer_set) {
+        ngx_del_timer(&cmd->timer);
+    }
+
+    if (cmd->slot) {
+        *cmd->slot = NULL;
+    }
+
+    handler = cmd->handler;
+
+    if (handler && ngx_crest_redis_pool.conf) {
+        if (reply == NULL) {
+            status = NGX_CREST_UNAVAILABLE;
+
+        } else if (reply->type == REDIS_REPLY_ERROR) {
+            status = NGX_CREST_FAILED;
+
+        } else {
+            status = NGX_CREST_OK;
+        }
+
+        handler(cmd->data, status, reply);
+    }
+
+    ngx_free(cmd);
+}
+
+
+static void
+ngx_crest_redis_cmd_timeout(ngx_event_t *ev)
+{
+    ngx_crest_redis_cmd_t   *cmd = ev->data;
+    ngx_crest_redis_conn_t  *rc;
+
+    ngx_crest_redis_handler_pt   handler;
+
+    rc = cmd->conn;
+    handler = cmd->handler;
+    cmd->handler = NULL;
+
+    if (cmd->slot) {
+        *cmd->slot = NULL;
+        cmd->slot = NULL;
+    }
+
+    ngx_log_error(NGX_LOG_WARN, ev->log, 0,
+                  "crest redis: command timed out, dropping its connection");
+
+    if (handler) {
+        handler(cmd->data, NGX_CREST_TIMEOUT, NULL);
+    }
+
+    /* frees cmd with every other command on the link */
+    ngx_crest_redis_drop(rc);
+}
+
+
+void
+ngx_crest_redis_cancel(ngx_crest_redis_cmd_t *cmd)
+{
+    /* the reply still arrives and frees cmd; the deadline stays armed */
+    cmd->handler = NULL;
+
+    if (cmd->slot) {
+        *cmd->slot = NULL;
+        cmd->slot = NULL;
+    }
+}
+
+
+static void
+ngx_crest_redis_request_cleanup(void *data)
+{
+    ngx_crest_redis_cmd_t  **slot = data;
+
+    if (*slot) {
+        ngx_crest_redis_cancel(*slot);
+    }
+}
+
+
+ngx_int_t
+ngx_crest_redis_bind(ngx_http_request_t *r, ngx_crest_redis_cmd_t *cmd)
+{
+    ngx_http_cleanup_t      *cln;
+    ngx_crest_redis_cmd_t  **slot;
+
+    cln = ngx_http_cleanup_add(r, sizeof(ngx_crest_redis_cmd_t *));
+    if (cln == NULL) {
+        ngx_crest_redis_cancel(cmd);
+        return NGX_ERROR;
+    }
+
+    slot = cln->data;
+    *slot = cmd;
+    cmd->slot = slot;
+    cln->handler = ngx_crest_redis_request_cleanup;
+
+    return NGX_OK;
+}
