@@ -34,20 +34,21 @@ deps:
 # copy of that tree with Debian's own flags so the module is binary compatible.
 modules: $(MODULE)
 
-$(NGX_BUILD)/Makefile: $(NGX_SRC)/conf_flags config
+$(NGX_BUILD)/objs/Makefile: $(NGX_SRC)/conf_flags config
 	@rm -rf $(NGX_BUILD) && mkdir -p $(BUILD) && cp -r $(NGX_SRC) $(NGX_BUILD)
 	source $(NGX_SRC)/conf_flags && cd $(NGX_BUILD) && \
 	  ./configure "$${NGX_CONF_FLAGS[@]}" --add-dynamic-module=$(TOP) \
 	    --with-cc-opt="$(WARN) -Wno-unused-parameter" >$(BUILD)/configure.log 2>&1 \
 	  || { tail -30 $(BUILD)/configure.log; exit 1; }
 
-$(MODULE): $(NGX_BUILD)/Makefile $(MODULE_SRCS)
+# Installed by rename: overwriting a .so in place would corrupt a running nginx.
+$(MODULE): $(NGX_BUILD)/objs/Makefile $(MODULE_SRCS)
 	$(MAKE) -s -C $(NGX_BUILD) -f objs/Makefile modules
-	@mkdir -p $(dir $@) && cp $(NGX_BUILD)/objs/ngx_http_crest_pg_module.so $@
+	@mkdir -p $(dir $@) && cp $(NGX_BUILD)/objs/ngx_http_crest_pg_module.so $@.tmp && mv -f $@.tmp $@
 
 # The same module under AddressSanitizer, for Debian's nginx with libasan
 # preloaded (nginx itself cannot be rebuilt from nginx-dev).
-$(ASAN_BUILD)/Makefile: $(NGX_SRC)/conf_flags config
+$(ASAN_BUILD)/objs/Makefile: $(NGX_SRC)/conf_flags config
 	@rm -rf $(ASAN_BUILD) && mkdir -p $(BUILD) && cp -r $(NGX_SRC) $(ASAN_BUILD)
 	source $(NGX_SRC)/conf_flags && cd $(ASAN_BUILD) && \
 	  ./configure "$${NGX_CONF_FLAGS[@]}" --add-dynamic-module=$(TOP) \
@@ -55,9 +56,9 @@ $(ASAN_BUILD)/Makefile: $(NGX_SRC)/conf_flags config
 	    --with-ld-opt="-fsanitize=address" >$(BUILD)/configure-asan.log 2>&1 \
 	  || { tail -30 $(BUILD)/configure-asan.log; exit 1; }
 
-$(ASAN_MODULE): $(ASAN_BUILD)/Makefile $(MODULE_SRCS)
+$(ASAN_MODULE): $(ASAN_BUILD)/objs/Makefile $(MODULE_SRCS)
 	$(MAKE) -s -C $(ASAN_BUILD) -f objs/Makefile modules
-	@mkdir -p $(dir $@) && cp $(ASAN_BUILD)/objs/ngx_http_crest_pg_module.so $@
+	@mkdir -p $(dir $@) && cp $(ASAN_BUILD)/objs/ngx_http_crest_pg_module.so $@.tmp && mv -f $@.tmp $@
 
 # --- workers and unit tests ------------------------------------------------
 workers: $(BUILD)/bin/crest-worker

@@ -24,7 +24,9 @@ typedef void (*ngx_crest_pg_handler_pt)(void *data, ngx_crest_status_e status,
  * Queues a parameterized query (text parameters; lengths may be NULL).  The
  * SQL and parameters are copied.  timeout 0 means crest_pg_query_timeout.
  * Returns NULL when no connection can carry it now (the server is down, the
- * wait queue is full): answer 503 at once rather than wait.
+ * wait queue is full): answer 503 at once rather than wait.  log must live
+ * as long as the query unless the query is bound to a request, whose cleanup
+ * switches it to the cycle's log.
  */
 ngx_crest_pg_query_t *ngx_crest_pg_query(const char *sql, int nparams,
     const char *const *values, const int *lengths, ngx_msec_t timeout,

@@ -22,7 +22,10 @@ typedef struct ngx_crest_redis_cmd_s  ngx_crest_redis_cmd_t;
 typedef void (*ngx_crest_redis_handler_pt)(void *data,
     ngx_crest_status_e status, redisReply *reply);
 
-/* timeout 0 means crest_redis_command_timeout; NULL: no connection now. */
+/*
+ * timeout 0 means crest_redis_command_timeout; NULL: no connection now.
+ * log must live as long as the command unless it is bound to a request.
+ */
 ngx_crest_redis_cmd_t *ngx_crest_redis_command(int argc, const char **argv,
     const size_t *argvlen, ngx_msec_t timeout,
     ngx_crest_redis_handler_pt handler, void *data, ngx_log_t *log);

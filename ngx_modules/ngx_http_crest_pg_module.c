@@ -1151,6 +1151,10 @@ ngx_crest_pg_cancel(ngx_crest_pg_query_t *q)
 {
     q->handler = NULL;
 
+    /* the query may outlive the request whose log it was given */
+    q->log = ngx_cycle->log;
+    q->timer.log = ngx_cycle->log;
+
     if (q->slot) {
         *q->slot = NULL;
         q->slot = NULL;

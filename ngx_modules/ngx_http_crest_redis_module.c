@@ -934,8 +934,12 @@ ngx_crest_redis_cmd_timeout(ngx_event_t *ev)
 void
 ngx_crest_redis_cancel(ngx_crest_redis_cmd_t *cmd)
 {
-    /* the reply still arrives and frees cmd; the deadline stays armed */
+    /*
+     * The reply still arrives and frees cmd, and the deadline stays armed;
+     * both outlive the request, so they must not log through its log.
+     */
     cmd->handler = NULL;
+    cmd->timer.log = ngx_cycle->log;
 
     if (cmd->slot) {
         *cmd->slot = NULL;
