@@ -1,0 +1,150 @@
+#!/usr/bin/perl
+# Crest's benchmarks: every scenario against its baseline, measured in the
+# same interleaved rounds on the same machine, reported as ratios (absolute
+# figures on a shared machine drift; ratios hold).
+#
+#   bench/run.sh                      all scenarios, 3 rounds of 5 s each
+#   BENCH_ROUNDS=5 BENCH_SECONDS=10 bench/run.sh
+#   BENCH_SMOKE=1 bench/run.sh        one short round: checks the harness only
+#
+# Edge scenarios use wrk (64 connections, loopback) against Crest's nginx with
+# two workers, started with its own PostgreSQL and Redis by the test harness.
+use strict;
+use warnings;
+use FindBin;
+use lib "$FindBin::Bin/../t/lib";
+use Crest::Test ();
+use JSON::PP;
+use POSIX qw(floor);
+
+my $rounds  = $ENV{BENCH_SMOKE} ? 1 : ($ENV{BENCH_ROUNDS} || 3);
+my $seconds = $ENV{BENCH_SMOKE} ? 1 : ($ENV{BENCH_SECONDS} || 5);
+my $conns   = $ENV{BENCH_CONNECTIONS} || 64;
+my $out     = $ENV{BENCH_OUT} || "$FindBin::Bin/../build/bench/results.json";
+
+my $conf = "$FindBin::Bin/../conf/crest-api.conf";
+
+# The ceiling answers with a body as large as a health answer, so the
+# comparison is about work done, not bytes moved.
+my $body = '{"success":true,"data":{"status":"ok","checks":{"postgres":'
+         . '{"status":"up","latencyMs":0.300},"redis":{"status":"up",'
+         . '"latencyMs":0.150}}},"meta":{"timestamp":"2026-01-01T00:00:00.000Z",'
+         . '"requestId":"00000000000000000000000000000000"}}';
+
+my @scenarios = (
+    { name => 'ceiling: nginx return 200', path => '/bench/ceiling', baseline => undef },
+    { name => 'GET /api/health/live',      path => '/api/health/live',
+      baseline => 'ceiling: nginx return 200' },
+    { name => 'GET /api/health (pg+redis)', path => '/api/health',
+      baseline => 'ceiling: nginx return 200' },
+);
+
+my $t = Crest::Test->new(
+    workers       => 2,
+    check_on_stop => 0,
+    log_level     => 'warn',
+    http_config   => 'access_log off;',
+    config        => qq{
+        include $conf;
+        location = /bench/ceiling {
+            default_type application/json;
+            return 200 '$body';
+        }
+    },
+);
+$t->start;
+
+my %runs;
+for my $round (1 .. $rounds) {
+    # a different order each round, so warm-up and drift hit all alike
+    my @order = map { $scenarios[($_ + $round) % @scenarios] } 0 .. $#scenarios;
+    for my $s (@order) {
+        my $r = wrk($t->url($s->{path}));
+        push @{ $runs{$s->{name}} }, $r;
+        printf STDERR "round %d  %-32s %10.0f req/s\n", $round, $s->{name}, $r->{rps};
+    }
+}
+
+my @rows;
+for my $s (@scenarios) {
+    my @r = @{ $runs{$s->{name}} };
+    my @ratios;
+    if ($s->{baseline}) {
+        # ratio per round against the baseline of the same round
+        for my $i (0 .. $#r) {
+            my $b = $runs{$s->{baseline}}[$i]{rps};
+            push @ratios, $b ? $r[$i]{rps} / $b : 0;
+        }
+    }
+    push @rows, {
+        scenario => $s->{name},
+        baseline => $s->{baseline},
+        rps      => median(map { $_->{rps} } @r),
+        rps_min  => (sort { $a <=> $b } map { $_->{rps} } @r)[0],
+        rps_max  => (sort { $b <=> $a } map { $_->{rps} } @r)[0],
+        p50_ms   => median(map { $_->{p50} } @r),
+        p99_ms   => median(map { $_->{p99} } @r),
+        errors   => sum(map { $_->{errors} } @r),
+        ratio    => @ratios ? median(@ratios) : undef,
+    };
+}
+
+$t->nginx_stop;
+my @bad = $t->bad_log_lines;
+$t->stop;
+die "bench: nginx logged problems:\n@bad\n" if @bad;
+
+printf "%-34s %10s %10s %10s %8s %8s %7s %7s\n",
+       'scenario', 'req/s', 'min', 'max', 'p50 ms', 'p99 ms', 'errors', 'ratio';
+for my $r (@rows) {
+    printf "%-34s %10.0f %10.0f %10.0f %8.2f %8.2f %7d %7s\n",
+           $r->{scenario}, $r->{rps}, $r->{rps_min}, $r->{rps_max},
+           $r->{p50_ms}, $r->{p99_ms}, $r->{errors},
+           defined $r->{ratio} ? sprintf('%.2f', $r->{ratio}) : '-';
+}
+
+my $dir = $out =~ s{/[^/]+$}{}r;
+system('mkdir', '-p', $dir);
+open(my $fh, '>', $out) or die "$out: $!";
+print $fh JSON::PP->new->pretty->canonical->encode({
+    rounds => $rounds, seconds => $seconds, connections => $conns,
+    scenarios => \@rows,
+});
+close $fh;
+print "results: $out\n";
+
+# Any request that failed makes the figures meaningless: say so loudly.
+exit((grep { $_->{errors} } @rows) ? 1 : 0);
+
+
+sub wrk {
+    my ($url) = @_;
+    my $cmd = "wrk -t2 -c$conns -d${seconds}s --latency '$url' 2>&1";
+    my $text = `$cmd`;
+    die "wrk failed: $text" if $? != 0;
+
+    my ($rps) = $text =~ /Requests\/sec:\s+([\d.]+)/;
+    my %lat;
+    while ($text =~ /^\s+(50|99)%\s+([\d.]+)(us|ms|s)\s*$/mg) {
+        $lat{$1} = $2 * ($3 eq 'us' ? 0.001 : $3 eq 's' ? 1000 : 1);
+    }
+    my $errors = 0;
+    $errors += $1 while $text =~ /Non-2xx or 3xx responses:\s+(\d+)/g;
+    if ($text =~ /Socket errors: connect (\d+), read (\d+), write (\d+), timeout (\d+)/) {
+        $errors += $1 + $2 + $3 + $4;
+    }
+    die "cannot read wrk's output:\n$text" unless defined $rps && defined $lat{99};
+    return { rps => $rps, p50 => $lat{50}, p99 => $lat{99}, errors => $errors };
+}
+
+sub median {
+    my @v = sort { $a <=> $b } @_;
+    return 0 unless @v;
+    return @v % 2 ? $v[$#v / 2] : ($v[@v / 2 - 1] + $v[@v / 2]) / 2;
+}
+
+sub sum {
+    my $s = 0;
+    $s += $_ for @_;
+    return $s;
+}
