@@ -14,7 +14,7 @@ PG_INC       := $(shell pg_config --includedir 2>/dev/null || echo /usr/include/
 CFLAGS       ?= -O2 -g
 WARN         := -Wall -Wextra -Werror
 CREST_CFLAGS := $(CFLAGS) $(WARN) -std=gnu11 -D_GNU_SOURCE -Ishared -I$(PG_INC)
-LIBS         := -lpq -lhiredis -ljansson -lm
+LIBS         := -lpq -lhiredis -ljansson -lcrypto -lm
 
 MODULE_SRCS  := config $(wildcard ngx_modules/*.c ngx_modules/*.h shared/*.c shared/*.h)
 SHARED_SRCS  := $(wildcard shared/*.c)
@@ -34,11 +34,11 @@ deps:
 # copy of that tree with Debian's own flags so the module is binary compatible.
 modules: $(MODULE)
 
-$(NGX_BUILD)/objs/Makefile: $(NGX_SRC)/conf_flags config
+$(NGX_BUILD)/objs/Makefile: $(NGX_SRC)/conf_flags config Makefile
 	@rm -rf $(NGX_BUILD) && mkdir -p $(BUILD) && cp -r $(NGX_SRC) $(NGX_BUILD)
 	source $(NGX_SRC)/conf_flags && cd $(NGX_BUILD) && \
 	  ./configure "$${NGX_CONF_FLAGS[@]}" --add-dynamic-module=$(TOP) \
-	    --with-cc-opt="$(WARN) -Wno-unused-parameter" >$(BUILD)/configure.log 2>&1 \
+	    --with-cc-opt="$(WARN) -Wno-unused-parameter -D_GNU_SOURCE" >$(BUILD)/configure.log 2>&1 \
 	  || { tail -30 $(BUILD)/configure.log; exit 1; }
 
 # Installed by rename: overwriting a .so in place would corrupt a running nginx.
@@ -48,11 +48,11 @@ $(MODULE): $(NGX_BUILD)/objs/Makefile $(MODULE_SRCS)
 
 # The same module under AddressSanitizer, for Debian's nginx with libasan
 # preloaded (nginx itself cannot be rebuilt from nginx-dev).
-$(ASAN_BUILD)/objs/Makefile: $(NGX_SRC)/conf_flags config
+$(ASAN_BUILD)/objs/Makefile: $(NGX_SRC)/conf_flags config Makefile
 	@rm -rf $(ASAN_BUILD) && mkdir -p $(BUILD) && cp -r $(NGX_SRC) $(ASAN_BUILD)
 	source $(NGX_SRC)/conf_flags && cd $(ASAN_BUILD) && \
 	  ./configure "$${NGX_CONF_FLAGS[@]}" --add-dynamic-module=$(TOP) \
-	    --with-cc-opt="$(WARN) -Wno-unused-parameter -fsanitize=address -fno-omit-frame-pointer" \
+	    --with-cc-opt="$(WARN) -Wno-unused-parameter -D_GNU_SOURCE -fsanitize=address -fno-omit-frame-pointer" \
 	    --with-ld-opt="-fsanitize=address" >$(BUILD)/configure-asan.log 2>&1 \
 	  || { tail -30 $(BUILD)/configure-asan.log; exit 1; }
 

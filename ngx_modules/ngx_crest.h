@@ -58,6 +58,14 @@ ngx_int_t ngx_crest_read_json_body(ngx_http_request_t *r,
 
 const char *ngx_crest_status_text(ngx_crest_status_e status);
 
+/*
+ * Reads a small file at configuration time (a secret, a key) into the
+ * configuration pool, trailing newlines cut.  name is resolved against the
+ * prefix like any nginx path.
+ */
+ngx_int_t ngx_crest_read_conf_file(ngx_conf_t *cf, ngx_str_t *name,
+    size_t max, ngx_str_t *content);
+
 
 /* ngx_crest_event.c: connections whose socket a client library owns */
 

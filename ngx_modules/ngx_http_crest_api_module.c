@@ -296,6 +296,67 @@ ngx_crest_status_text(ngx_crest_status_e status)
 }
 
 
+ngx_int_t
+ngx_crest_read_conf_file(ngx_conf_t *cf, ngx_str_t *name, size_t max,
+    ngx_str_t *content)
+{
+    ssize_t          n;
+    ngx_fd_t         fd;
+    ngx_file_t       file;
+    ngx_file_info_t  fi;
+
+    if (ngx_conf_full_name(cf->cycle, name, 1) != NGX_OK) {
+        return NGX_ERROR;
+    }
+
+    fd = ngx_open_file(name->data, NGX_FILE_RDONLY, NGX_FILE_OPEN, 0);
+    if (fd == NGX_INVALID_FILE) {
+        ngx_conf_log_error(NGX_LOG_EMERG, cf, ngx_errno,
+                           ngx_open_file_n " \"%V\" failed", name);
+        return NGX_ERROR;
+    }
+
+    ngx_memzero(&file, sizeof(ngx_file_t));
+    file.fd = fd;
+    file.name = *name;
+    file.log = cf->log;
+
+    if (ngx_fd_info(fd, &fi) == NGX_FILE_ERROR
+        || (size_t) ngx_file_size(&fi) > max)
+    {
+        ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
+                           "\"%V\" is not a regular file of at most %uz bytes",
+                           name, max);
+        ngx_close_file(fd);
+        return NGX_ERROR;
+    }
+
+    content->data = ngx_pnalloc(cf->pool, ngx_file_size(&fi) + 1);
+    if (content->data == NULL) {
+        ngx_close_file(fd);
+        return NGX_ERROR;
+    }
+
+    n = ngx_read_file(&file, content->data, ngx_file_size(&fi), 0);
+    ngx_close_file(fd);
+
+    if (n == NGX_ERROR) {
+        return NGX_ERROR;
+    }
+
+    while (n > 0
+           && (content->data[n - 1] == '\n' || content->data[n - 1] == '\r'))
+    {
+        n--;
+    }
+
+    content->len = n;
+    content->data[n] = '\0';
+
+    return NGX_OK;
+}
+
+
 /* JSON request bodies */
 
 /*

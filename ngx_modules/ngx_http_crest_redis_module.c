@@ -219,63 +219,6 @@ ngx_http_crest_redis_init_main_conf(ngx_conf_t *cf, void *conf)
 }
 
 
-/* Reads a secret from a file at configuration time, trailing newline cut. */
-static char *
-ngx_http_crest_redis_read_secret(ngx_conf_t *cf, ngx_str_t *name,
-    ngx_str_t *secret)
-{
-    ssize_t          n;
-    ngx_fd_t         fd;
-    ngx_file_t       file;
-    ngx_file_info_t  fi;
-
-    if (ngx_conf_full_name(cf->cycle, name, 1) != NGX_OK) {
-        return NGX_CONF_ERROR;
-    }
-
-    fd = ngx_open_file(name->data, NGX_FILE_RDONLY, NGX_FILE_OPEN, 0);
-    if (fd == NGX_INVALID_FILE) {
-        ngx_conf_log_error(NGX_LOG_EMERG, cf, ngx_errno,
-                           ngx_open_file_n " \"%V\" failed", name);
-        return NGX_CONF_ERROR;
-    }
-
-    ngx_memzero(&file, sizeof(ngx_file_t));
-    file.fd = fd;
-    file.name = *name;
-    file.log = cf->log;
-
-    if (ngx_fd_info(fd, &fi) == NGX_FILE_ERROR || ngx_file_size(&fi) > 4096) {
-        ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
-                           "\"%V\" is not a password file", name);
-        ngx_close_file(fd);
-        return NGX_CONF_ERROR;
-    }
-
-    secret->data = ngx_pnalloc(cf->pool, ngx_file_size(&fi) + 1);
-    if (secret->data == NULL) {
-        ngx_close_file(fd);
-        return NGX_CONF_ERROR;
-    }
-
-    n = ngx_read_file(&file, secret->data, ngx_file_size(&fi), 0);
-    ngx_close_file(fd);
-
-    if (n == NGX_ERROR) {
-        return NGX_CONF_ERROR;
-    }
-
-    while (n > 0 && (secret->data[n - 1] == '\n' || secret->data[n - 1] == '\r'))
-    {
-        n--;
-    }
-
-    secret->len = n;
-
-    return NGX_CONF_OK;
-}
-
-
 /*
  * crest_redis_server address [db=N] [password_file=path];
  * The address is resolved here, at configuration time: hiredis would
@@ -349,8 +292,8 @@ ngx_http_crest_redis_server(ngx_conf_t *cf, ngx_command_t *cmd, void *conf)
                 goto invalid;
             }
 
-            if (ngx_http_crest_redis_read_secret(cf, &file, &rmcf->password)
-                != NGX_CONF_OK)
+            if (ngx_crest_read_conf_file(cf, &file, 4096, &rmcf->password)
+                != NGX_OK)
             {
                 return NGX_CONF_ERROR;
             }
