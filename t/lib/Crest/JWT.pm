@@ -53,7 +53,7 @@ sub _python {
     my $out = <$p>;
     close $p;
     die "python failed ($?): $out" if $?;
-    chomp $out;
+    $out =~ s/\s+\z//;    # chomp does nothing while $/ is undef
     return $out;
 }
 
