@@ -22,7 +22,7 @@ WORKER_SRCS  := $(wildcard workers/*.c)
 UNIT_SRCS    := $(wildcard t/unit/test_*.c)
 UNIT_BINS    := $(patsubst t/unit/%.c,$(BUILD)/unit/%,$(UNIT_SRCS))
 
-.PHONY: all modules workers unit deps run stop migrate test test-asan fuzz bench clean
+.PHONY: all modules workers unit jwt-tool deps run stop migrate test test-asan fuzz bench clean
 
 all: modules workers
 
@@ -67,7 +67,11 @@ $(BUILD)/bin/crest-worker: $(WORKER_SRCS) $(SHARED_SRCS) $(wildcard workers/*.h 
 	@mkdir -p $(dir $@)
 	$(CC) $(CREST_CFLAGS) -Iworkers -o $@ $(WORKER_SRCS) $(SHARED_SRCS) $(LIBS)
 
-unit: $(UNIT_BINS)
+unit: $(UNIT_BINS) $(BUILD)/unit/jwt_tool
+
+# A CLI over shared/crest_jwt.c that t/021-jwt-interop.t checks against PyJWT.
+# The pattern rule below builds it; t/00-unit.t runs only test_* binaries.
+jwt-tool: $(BUILD)/unit/jwt_tool
 
 $(BUILD)/unit/%: t/unit/%.c $(SHARED_SRCS) $(wildcard shared/*.h t/unit/*.h)
 	@mkdir -p $(dir $@)

@@ -17,7 +17,8 @@ my $dir = $ENV{CREST_UNIT_DIR}
 die "t/00-unit.t: no $dir: run make unit\n" unless -d $dir;
 
 opendir(my $dh, $dir) or die "t/00-unit.t: $dir: $!\n";
-my @bins = sort grep { !/^\./ && -f "$dir/$_" && -x _ } readdir $dh;
+# only test_*: build/unit also holds helpers for other tests (jwt_tool)
+my @bins = sort grep { /^test_/ && -f "$dir/$_" && -x _ } readdir $dh;
 closedir $dh;
 
 die "t/00-unit.t: no test binaries in $dir: run make unit\n" unless @bins;
