@@ -87,6 +87,7 @@ static char *ngx_http_crest_auth_role(ngx_conf_t *cf, ngx_command_t *cmd,
 static char *ngx_http_crest_auth_key(ngx_conf_t *cf, ngx_command_t *cmd,
     void *conf);
 static ngx_int_t ngx_http_crest_auth_handler(ngx_http_request_t *r);
+static void ngx_http_crest_auth_exit_process(ngx_cycle_t *cycle);
 static ngx_int_t ngx_http_crest_auth_variable(ngx_http_request_t *r,
     ngx_http_variable_value_t *v, uintptr_t data);
 static ngx_int_t ngx_http_crest_auth_claim_variable(ngx_http_request_t *r,
@@ -216,7 +217,7 @@ ngx_module_t  ngx_http_crest_auth_module = {
     NULL,                                  /* init process */
     NULL,                                  /* init thread */
     NULL,                                  /* exit thread */
-    NULL,                                  /* exit process */
+    ngx_http_crest_auth_exit_process,      /* exit process */
     NULL,                                  /* exit master */
     NGX_MODULE_V1_PADDING
 };
@@ -250,6 +251,16 @@ static ngx_http_variable_t  ngx_http_crest_auth_vars[] = {
 
 /* one cache per worker process, allocated on first use */
 static ngx_crest_key_cache_slot_t  *ngx_crest_key_cache;
+
+
+static void
+ngx_http_crest_auth_exit_process(ngx_cycle_t *cycle)
+{
+    if (ngx_crest_key_cache) {
+        ngx_free(ngx_crest_key_cache);
+        ngx_crest_key_cache = NULL;
+    }
+}
 
 
 /* configuration */
