@@ -14,6 +14,7 @@ use warnings;
 use FindBin;
 use lib "$FindBin::Bin/../t/lib";
 use Crest::Test ();
+use Crest::JWT qw(hs256);
 use JSON::PP;
 use POSIX qw(floor);
 
@@ -31,35 +32,54 @@ my $body = '{"success":true,"data":{"status":"ok","checks":{"postgres":'
          . '"latencyMs":0.150}}},"meta":{"timestamp":"2026-01-01T00:00:00.000Z",'
          . '"requestId":"00000000000000000000000000000000"}}';
 
+my $ceiling = 'ceiling: nginx return 200';
+
 my @scenarios = (
-    { name => 'ceiling: nginx return 200', path => '/bench/ceiling', baseline => undef },
-    { name => 'GET /api/health/live',      path => '/api/health/live',
-      baseline => 'ceiling: nginx return 200' },
-    { name => 'GET /api/health (pg+redis)', path => '/api/health',
-      baseline => 'ceiling: nginx return 200' },
+    { name => $ceiling,                      path => '/bench/ceiling' },
+    { name => 'GET /api/health/live',        path => '/api/health/live', baseline => $ceiling },
+    { name => 'GET /api/health (pg+redis)',  path => '/api/health',      baseline => $ceiling },
+    # the cost of authentication alone: a JWT-protected static answer
+    { name => 'JWT auth + static answer',    path => '/bench/jwt',       baseline => $ceiling,
+      token => 'good' },
+    { name => 'JWT auth refused (401)',      path => '/bench/jwt',       baseline => $ceiling,
+      token => 'bad', status => 401 },
 );
 
 my $t = Crest::Test->new(
     workers       => 2,
     check_on_stop => 0,
     log_level     => 'warn',
-    http_config   => 'access_log off;',
+    main_config   => 'thread_pool crest_hash threads=2;',
+    http_config   => 'access_log off;
+                      crest_auth_jwt_secret_file $TEST_NGINX_JWT_SECRET_FILE;',
     config        => qq{
         include $conf;
         location = /bench/ceiling {
             default_type application/json;
             return 200 '$body';
         }
+        location = /bench/jwt {
+            crest_auth on;
+            crest_health live;
+        }
     },
 );
 $t->start;
+
+(my $secret = do { local (@ARGV, $/) = $t->jwt_secret_file; <> }) =~ s/[\r\n]+\z//;
+my %tokens = (
+    good => hs256($secret, { sub => '5b1f3c9e-8a47-4f7e-9d2c-0e6a1b2c3d4e', role => 'user',
+                             plan => 'free', iat => time, exp => time + 86400 }),
+    bad  => hs256('not the secret, but long enough for HS256 keys', { sub => 'x', exp => time + 86400 }),
+);
 
 my %runs;
 for my $round (1 .. $rounds) {
     # a different order each round, so warm-up and drift hit all alike
     my @order = map { $scenarios[($_ + $round) % @scenarios] } 0 .. $#scenarios;
     for my $s (@order) {
-        my $r = wrk($t->url($s->{path}));
+        my $r = wrk($t->url($s->{path}), $s->{token} ? $tokens{$s->{token}} : undef,
+                    $s->{status});
         push @{ $runs{$s->{name}} }, $r;
         printf STDERR "round %d  %-32s %10.0f req/s\n", $round, $s->{name}, $r->{rps};
     }
@@ -118,8 +138,9 @@ exit((grep { $_->{errors} } @rows) ? 1 : 0);
 
 
 sub wrk {
-    my ($url) = @_;
-    my $cmd = "wrk -t2 -c$conns -d${seconds}s --latency '$url' 2>&1";
+    my ($url, $token, $status) = @_;
+    my $auth = $token ? "-H 'Authorization: Bearer $token'" : '';
+    my $cmd = "wrk -t2 -c$conns -d${seconds}s --latency $auth '$url' 2>&1";
     my $text = `$cmd`;
     die "wrk failed: $text" if $? != 0;
 
@@ -129,7 +150,8 @@ sub wrk {
         $lat{$1} = $2 * ($3 eq 'us' ? 0.001 : $3 eq 's' ? 1000 : 1);
     }
     my $errors = 0;
-    $errors += $1 while $text =~ /Non-2xx or 3xx responses:\s+(\d+)/g;
+    # a scenario that expects refusals counts only transport errors
+    $errors += $1 while !$status && $text =~ /Non-2xx or 3xx responses:\s+(\d+)/g;
     if ($text =~ /Socket errors: connect (\d+), read (\d+), write (\d+), timeout (\d+)/) {
         $errors += $1 + $2 + $3 + $4;
     }
