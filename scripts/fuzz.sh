@@ -53,7 +53,7 @@ for name in "${targets[@]}"; do
     if ! "$CLANG" -g -O1 -fsanitize=fuzzer,address,undefined \
             -fno-sanitize-recover=all -fno-omit-frame-pointer \
             -std=gnu11 -D_GNU_SOURCE -Wall -Wextra -Werror -Ishared \
-            -o "$bin" "$src" shared/*.c -ljansson -lm; then
+            -o "$bin" "$src" shared/*.c -ljansson -lcrypto -lm; then
         failed+=("$name")
         continue
     fi
