@@ -180,8 +180,10 @@ crest_jwt_fail(char *err, size_t errlen, const char *fmt, ...)
         va_end(ap);
     }
 
-    /* what OpenSSL queued is told in err; left queued it would be blamed
-     * on whatever nginx does next with TLS */
+    /*
+     * err tells the story now; errors left in OpenSSL's queue would be
+     * blamed on whatever nginx does next with TLS
+     */
     ERR_clear_error();
 
     return -1;
@@ -248,6 +250,10 @@ crest_jwt_keyset_find(const crest_jwt_keyset_t *ks, const char *kid,
 {
     size_t            i;
     crest_jwt_key_t  *key;
+
+    if (ks == NULL) {
+        return NULL;
+    }
 
     for (i = 0; i < ks->nkeys; i++) {
         key = ks->keys[i];
@@ -748,6 +754,14 @@ crest_jwk_rsa(json_t *jwk, char *err, size_t errlen)
         return NULL;
     }
 
+    /* spare OpenSSL the checks of absurd moduli; one leading zero is
+     * tolerated, as some publishers add it */
+    if (n_len > CREST_JWT_RSA_MAX_BITS / 8 + 1) {
+        crest_jwt_fail(err, errlen, "RSA modulus of %zu bytes (at most %d "
+                       "bits are accepted)", n_len, CREST_JWT_RSA_MAX_BITS);
+        goto done;
+    }
+
     e = crest_jwk_bytes(jwk, "e", 0, &e_len, err, errlen);
     if (e == NULL) {
         goto done;
@@ -1208,7 +1222,7 @@ crest_jwt_check_header(const crest_jwt_keyset_t *ks, const char *b64,
             goto done;
         }
 
-    } else if (ks->nkeys == 1) {
+    } else if (ks != NULL && ks->nkeys == 1) {
         *key = ks->keys[0];
 
     } else {

@@ -191,8 +191,9 @@ int crest_jwt_key_can_sign(const crest_jwt_key_t *key);
 void crest_jwt_verify_opts_init(crest_jwt_verify_opts_t *opts, int64_t now);
 
 /*
- * Verifies token[0..len) against the key set.  Returns 0 with *out filled,
- * or -1 with *err set (err and out may be NULL).  Checks, in order: length,
+ * Verifies token[0..len) against the key set (NULL counts as empty) with
+ * opts (required).  Returns 0 with *out filled, or -1 with *err set (err
+ * and out may be NULL).  Checks, in order: length,
  * shape and header (typ, crit, alg none), key choice (kid, else the only
  * key), alg equal to the key's, signature, then payload and claims (exp,
  * nbf, iat numbers; exp, nbf, iss, aud).  The payload is parsed only after

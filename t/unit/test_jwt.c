@@ -1075,6 +1075,8 @@ test_kid_selection(void)
     is_err(check(empty, tok, NULL), CREST_JWT_E_NO_KEY,
            "no kid and an empty key set");
     crest_jwt_keyset_free(empty);
+    is_err(check(NULL, tok, NULL), CREST_JWT_E_NO_KEY,
+           "no kid and a NULL key set");
 
     one = crest_jwt_keyset_new();
     crest_jwt_keyset_add_hmac(one, "a", CREST_JWT_HS256, secrets[0], 32, NULL,
@@ -1432,6 +1434,21 @@ test_jwks(void)
     JWKS_BAD("{\"keys\":[{\"kty\":\"RSA\",\"n\":\"AQAB\",\"e\":\"AQAB\"}]}",
              "RSA key of 17 bits");
     JWKS_BAD("{\"keys\":[{\"kty\":\"RSA\",\"e\":\"AQAB\"}]}", "RSA without n");
+
+    {
+        unsigned char  huge[1100];
+        char          *n64;
+
+        memset(huge, 0xc5, sizeof(huge));
+        n64 = b64(huge, sizeof(huge));
+        free(doc);
+        len = strlen(n64) + 128;
+        doc = malloc(len);
+        snprintf(doc, len, "{\"keys\":[{\"kty\":\"RSA\",\"n\":\"%s\","
+                 "\"e\":\"AQAB\"}]}", n64);
+        JWKS_BAD(doc, "RSA modulus of 8800 bits");
+        free(n64);
+    }
     JWKS_BAD("{\"keys\":[{\"kty\":\"OKP\",\"crv\":\"Ed448\",\"x\":\"AAAA\"}]}",
              "OKP Ed448");
     JWKS_BAD("{\"keys\":[{\"kty\":\"OKP\",\"crv\":\"Ed25519\",\"x\":\"AAAA\"}]}",
