@@ -14,7 +14,7 @@ PG_INC       := $(shell pg_config --includedir 2>/dev/null || echo /usr/include/
 CFLAGS       ?= -O2 -g
 WARN         := -Wall -Wextra -Werror
 CREST_CFLAGS := $(CFLAGS) $(WARN) -std=gnu11 -D_GNU_SOURCE -Ishared -I$(PG_INC)
-LIBS         := -lpq -lhiredis -ljansson -lcrypto -lm
+LIBS         := -lpq -lhiredis -ljansson -lcrypto -lmsgpackc -lm -lpthread
 
 MODULE_SRCS  := config $(wildcard ngx_modules/*.c ngx_modules/*.h shared/*.c shared/*.h)
 SHARED_SRCS  := $(wildcard shared/*.c)
@@ -60,12 +60,37 @@ $(ASAN_MODULE): $(ASAN_BUILD)/objs/Makefile $(MODULE_SRCS)
 	$(MAKE) -s -C $(ASAN_BUILD) -f objs/Makefile modules
 	@mkdir -p $(dir $@) && cp $(ASAN_BUILD)/objs/ngx_http_crest_pg_module.so $@.tmp && mv -f $@.tmp $@
 
-# --- workers and unit tests ------------------------------------------------
-workers: $(BUILD)/bin/crest-worker
+# --- BullMQ's Lua scripts, generated from the pinned npm package ----------
+# tools/node_modules is (re)installed when missing or older than the lock;
+# the stamp is a copy of the lock it was installed from.  npm ci refuses a
+# lock without other platforms' optional packages (as npm writes it here),
+# hence npm install as a fallback; the generator checks the version.
+NODE_STAMP   := tools/node_modules/.crest-installed-lock
+BULLMQ_GEN   := $(BUILD)/gen/crest_bullmq_scripts.c
 
-$(BUILD)/bin/crest-worker: $(WORKER_SRCS) $(SHARED_SRCS) $(wildcard workers/*.h shared/*.h)
+$(NODE_STAMP): tools/package.json tools/package-lock.json
+	cd tools && { npm ci --ignore-scripts --no-audit --no-fund >/dev/null 2>&1 \
+	  || npm install --ignore-scripts --no-audit --no-fund --loglevel=error; }
+	@cp tools/package-lock.json $@
+
+$(BULLMQ_GEN): tools/gen-bullmq-scripts.js tools/bullmq-scripts.expected tools/package-lock.json $(NODE_STAMP)
+	node tools/gen-bullmq-scripts.js $(BUILD)/gen
+
+$(BUILD)/gen/crest_bullmq_scripts.h: $(BULLMQ_GEN)
+
+# --- workers and unit tests ------------------------------------------------
+workers: $(BUILD)/bin/crest-worker $(BUILD)/bin/crest-queue
+
+WORKER_DEPS  := $(WORKER_SRCS) $(SHARED_SRCS) $(BULLMQ_GEN) $(wildcard workers/*.h shared/*.h)
+
+$(BUILD)/bin/crest-worker: $(WORKER_DEPS)
 	@mkdir -p $(dir $@)
-	$(CC) $(CREST_CFLAGS) -Iworkers -o $@ $(WORKER_SRCS) $(SHARED_SRCS) $(LIBS)
+	$(CC) $(CREST_CFLAGS) -Iworkers -I$(BUILD)/gen -o $@ $(WORKER_SRCS) $(SHARED_SRCS) $(BULLMQ_GEN) $(LIBS)
+
+# The queue CLI: the worker's sources but its own main().
+$(BUILD)/bin/crest-queue: workers/cli/crest_queue.c $(WORKER_DEPS)
+	@mkdir -p $(dir $@)
+	$(CC) $(CREST_CFLAGS) -Iworkers -I$(BUILD)/gen -o $@ $< $(filter-out workers/main.c,$(WORKER_SRCS)) $(SHARED_SRCS) $(BULLMQ_GEN) $(LIBS)
 
 unit: $(UNIT_BINS) $(BUILD)/unit/jwt_tool
 

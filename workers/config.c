@@ -236,6 +236,135 @@ crest_config_set_probe_interval(crest_config_t *c, const char *value,
 }
 
 
+static int
+crest_config_set_queues(crest_config_t *c, const char *value, char *err,
+    size_t errlen)
+{
+    const char  *p, *end;
+    char         name[CREST_CONFIG_QUEUE_LEN];
+    unsigned     n, i;
+    size_t       len;
+
+    n = 0;
+    p = value;
+
+    for ( ;; ) {
+        end = strchr(p, ',');
+        len = end ? (size_t) (end - p) : strlen(p);
+
+        /* blanks around names are allowed: "ping, media" */
+        while (len && isspace((unsigned char) *p)) {
+            p++;
+            len--;
+        }
+        while (len && isspace((unsigned char) p[len - 1])) {
+            len--;
+        }
+
+        if (len == 0) {
+            snprintf(err, errlen, "empty queue name");
+            return -1;
+        }
+
+        if (len >= sizeof(name)) {
+            snprintf(err, errlen, "queue name longer than %zu bytes",
+                     sizeof(name) - 1);
+            return -1;
+        }
+
+        memcpy(name, p, len);
+        name[len] = '\0';
+
+        for (i = 0; i < len; i++) {
+            if (!isalnum((unsigned char) name[i]) && !strchr("-_.", name[i])) {
+                snprintf(err, errlen, "queue \"%s\": names may only hold "
+                         "letters, digits and - _ .", name);
+                return -1;
+            }
+        }
+
+        for (i = 0; i < n; i++) {
+            if (strcmp(c->queues[i], name) == 0) {
+                snprintf(err, errlen, "queue \"%s\" listed twice", name);
+                return -1;
+            }
+        }
+
+        if (n == CREST_CONFIG_MAX_QUEUES) {
+            snprintf(err, errlen, "more than %d queues",
+                     CREST_CONFIG_MAX_QUEUES);
+            return -1;
+        }
+
+        memcpy(c->queues[n++], name, len + 1);
+
+        if (end == NULL) {
+            break;
+        }
+
+        p = end + 1;
+    }
+
+    c->nqueues = n;
+
+    return 0;
+}
+
+
+static int
+crest_config_set_concurrency(crest_config_t *c, const char *value, char *err,
+    size_t errlen)
+{
+    return crest_config_number(value, 1, 256, &c->concurrency, err, errlen);
+}
+
+
+static int
+crest_config_set_lock_duration(crest_config_t *c, const char *value,
+    char *err, size_t errlen)
+{
+    return crest_config_number(value, 1000, 3600000, &c->lock_duration_ms,
+                               err, errlen);
+}
+
+
+static int
+crest_config_set_stalled_interval(crest_config_t *c, const char *value,
+    char *err, size_t errlen)
+{
+    return crest_config_number(value, 100, 3600000, &c->stalled_interval_ms,
+                               err, errlen);
+}
+
+
+static int
+crest_config_set_max_stalled(crest_config_t *c, const char *value, char *err,
+    size_t errlen)
+{
+    return crest_config_number(value, 0, 1000, &c->max_stalled_count, err,
+                               errlen);
+}
+
+
+static int
+crest_config_set_outbox_interval(crest_config_t *c, const char *value,
+    char *err, size_t errlen)
+{
+    if (crest_config_number(value, 0, 3600000, &c->outbox_interval_ms, err,
+                            errlen) != 0)
+    {
+        return -1;
+    }
+
+    if (c->outbox_interval_ms != 0 && c->outbox_interval_ms < 100) {
+        snprintf(err, errlen, "must be 0 (off) or at least 100");
+        return -1;
+    }
+
+    return 0;
+}
+
+
 static const crest_config_key_t  crest_config_keys[] = {
     { "redis_url", "REDIS_URL", "redis://127.0.0.1:6379/0",
       crest_config_set_redis_url },
@@ -255,6 +384,18 @@ static const crest_config_key_t  crest_config_keys[] = {
       crest_config_set_command_timeout },
     { "probe_interval_ms", "CREST_PROBE_INTERVAL_MS", "5000",
       crest_config_set_probe_interval },
+    { "queues", "CREST_QUEUES", "ping (comma list)",
+      crest_config_set_queues },
+    { "concurrency", "CREST_CONCURRENCY", "1 (jobs at once per queue, 1-256)",
+      crest_config_set_concurrency },
+    { "lock_duration_ms", "CREST_LOCK_DURATION_MS", "30000",
+      crest_config_set_lock_duration },
+    { "stalled_interval_ms", "CREST_STALLED_INTERVAL_MS", "30000",
+      crest_config_set_stalled_interval },
+    { "max_stalled_count", "CREST_MAX_STALLED_COUNT", "1",
+      crest_config_set_max_stalled },
+    { "outbox_interval_ms", "CREST_OUTBOX_INTERVAL_MS", "3000 (0 = off)",
+      crest_config_set_outbox_interval },
 };
 
 #define CREST_CONFIG_NKEYS                                                   \
@@ -278,6 +419,13 @@ crest_config_defaults(crest_config_t *c)
     c->connect_timeout_ms = 5000;
     c->command_timeout_ms = 5000;
     c->probe_interval_ms = 5000;
+    c->nqueues = 1;
+    strcpy(c->queues[0], "ping");
+    c->concurrency = 1;
+    c->lock_duration_ms = 30000;
+    c->stalled_interval_ms = 30000;
+    c->max_stalled_count = 1;
+    c->outbox_interval_ms = 3000;
 }
 
 

@@ -19,6 +19,8 @@
 #define CREST_CONFIG_URL_LEN     1024
 #define CREST_CONFIG_NAME_LEN    129
 #define CREST_CONFIG_PREFIX_LEN  65
+#define CREST_CONFIG_MAX_QUEUES  16
+#define CREST_CONFIG_QUEUE_LEN   65
 
 typedef struct {
     char               redis_url[CREST_CONFIG_URL_LEN];
@@ -32,6 +34,14 @@ typedef struct {
     unsigned           connect_timeout_ms;
     unsigned           command_timeout_ms;
     unsigned           probe_interval_ms;
+    /* the queues this worker serves (CREST_QUEUES, a comma list) */
+    unsigned           nqueues;
+    char               queues[CREST_CONFIG_MAX_QUEUES][CREST_CONFIG_QUEUE_LEN];
+    unsigned           concurrency;             /* per queue */
+    unsigned           lock_duration_ms;
+    unsigned           stalled_interval_ms;
+    unsigned           max_stalled_count;
+    unsigned           outbox_interval_ms;      /* 0 = no reconciler */
 } crest_config_t;
 
 typedef char *(*crest_getenv_t)(const char *name);

@@ -1,8 +1,11 @@
 /*
- * crest-worker: the process around Crest's background jobs.  For now it
- * reads its configuration, keeps its Redis and PostgreSQL connections
- * healthy, reports readiness, and shuts down cleanly on SIGTERM/SIGINT; the
- * job runtime will live inside this loop.
+ * crest-worker: the process around Crest's background jobs.  It reads its
+ * configuration, starts the job runtime (runtime.h: BullMQ-compatible
+ * workers for the queues of CREST_QUEUES) and the PostgreSQL side (jobrows.h:
+ * job rows and the outbox reconciler), keeps its own Redis and PostgreSQL
+ * probes to report readiness, and on SIGTERM/SIGINT stops fetching, lets
+ * the jobs in flight finish within CREST_SHUTDOWN_GRACE_MS and leaves the
+ * rest to stalled-job recovery.
  */
 #include <getopt.h>
 #include <signal.h>
@@ -14,7 +17,10 @@
 #include "config.h"
 #include "log.h"
 #include "pg_conn.h"
+#include "jobrows.h"
+#include "processor.h"
 #include "redis_conn.h"
+#include "runtime.h"
 #include "signals.h"
 
 #ifndef CREST_WORKER_VERSION
@@ -35,8 +41,9 @@ crest_usage(FILE *out)
         "Usage: crest-worker [--config FILE] [--name NAME]\n"
         "       crest-worker --help | --version\n"
         "\n"
-        "Runs Crest's background work; for now keeps its Redis and\n"
-        "PostgreSQL connections healthy and logs JSON lines to stderr.\n"
+        "Runs Crest's background jobs: serves the BullMQ queues named in\n"
+        "CREST_QUEUES with their processors, keeps job rows in PostgreSQL\n"
+        "up to date, and logs JSON lines to stderr.\n"
         "\n"
         "  -c, --config FILE  read settings from FILE: \"key = value\" lines,\n"
         "                     '#' starts a comment line\n"
@@ -45,6 +52,10 @@ crest_usage(FILE *out)
         "  -V, --version      show the version\n"
         "\n");
     crest_config_usage(out);
+    fprintf(out, "\nProcessors (queue: what it does):\n");
+    for (const crest_processor_t *p = crest_processors; p->queue; p++) {
+        fprintf(out, "  %-20s %s\n", p->queue, p->about);
+    }
     fprintf(out,
         "\n"
         "Exit status: 0 after SIGTERM/SIGINT, 1 on a configuration or\n"
@@ -90,8 +101,25 @@ crest_run(const crest_config_t *cfg)
 {
     crest_redis_conn_t  redis;
     crest_pg_conn_t     pg;
-    int64_t             now, next, wait, started;
+    crest_jobrows_t    *rows;
+    crest_rt_t         *rt;
+    int64_t             now, next, wait, started, deadline;
+    unsigned            left;
     int                 redis_up, pg_up, ready;
+    char                err[512];
+
+    rows = crest_jobrows_start(cfg, err, sizeof(err));
+    if (rows == NULL) {
+        crest_log(CREST_LOG_ERROR, "cannot start", CREST_LS("error", err));
+        return CREST_EXIT_CONFIG;
+    }
+
+    rt = crest_rt_start(cfg, rows, err, sizeof(err));
+    if (rt == NULL) {
+        crest_log(CREST_LOG_ERROR, "cannot start", CREST_LS("error", err));
+        crest_jobrows_stop(rows, crest_mono_ms());
+        return CREST_EXIT_CONFIG;
+    }
 
     crest_redis_conn_init(&redis, cfg);
     crest_pg_conn_init(&pg, cfg);
@@ -146,11 +174,28 @@ crest_run(const crest_config_t *cfg)
               CREST_LS("signal", strsignal(crest_stop_signal())),
               CREST_LI("grace_ms", cfg->shutdown_grace_ms));
 
-    /*
-     * Nothing runs between ticks yet, so there is nothing to drain; the job
-     * runtime will finish or hand back its jobs here, within the grace
-     * period, before the connections close.
-     */
+    /* stop fetching; the jobs in flight finish within the grace period */
+    crest_rt_stop(rt);
+    deadline = started + cfg->shutdown_grace_ms;
+    left = crest_rt_wait(rt, deadline);
+
+    if (left) {
+        /* the rest stay active with their locks; once those expire, the
+         * stalled-job check of any worker puts them back in wait */
+        crest_log(CREST_LOG_WARN, "grace period over, leaving jobs to "
+                  "stalled-job recovery", CREST_LI("jobs", left));
+        crest_rt_abort(rt);
+        crest_rt_wait(rt, crest_mono_ms() + 1000);
+    }
+
+    if (crest_rt_destroy(rt, crest_mono_ms() + 2000) == 0) {
+        /* job rows last, so that the final updates get written */
+        crest_jobrows_stop(rows, crest_mono_ms() + 3000);
+    } else {
+        crest_log(CREST_LOG_WARN, "a processor did not return; exiting "
+                  "without it");
+    }
+
     crest_redis_conn_close(&redis);
     crest_pg_conn_close(&pg);
 
@@ -225,6 +270,8 @@ main(int argc, char **argv)
               CREST_LURL("redis", cfg.redis_url),
               CREST_LURL("database", cfg.database_url),
               CREST_LS("queue_prefix", cfg.queue_prefix),
+              CREST_LI("queues", cfg.nqueues),
+              CREST_LI("concurrency", cfg.concurrency),
               CREST_LS("log_level", crest_log_level_name(cfg.log_level)));
 
     return crest_run(&cfg);

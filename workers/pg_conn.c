@@ -15,6 +15,7 @@ crest_pg_conn_init(crest_pg_conn_t *c, const crest_config_t *cfg)
 {
     c->cfg = cfg;
     c->conn = NULL;
+    c->drain = 0;
     crest_url_redact(cfg->database_url, strlen(cfg->database_url), c->target,
                      sizeof(c->target));
     snprintf(c->appname, sizeof(c->appname), "crest:worker:%s", cfg->name);
@@ -53,14 +54,14 @@ crest_pg_error(char *err, size_t errlen, const char *what, const char *msg)
  * when ready, 0 on timeout, -1 when a stop was requested or poll failed.
  */
 static int
-crest_pg_wait(PGconn *conn, short events, int64_t deadline)
+crest_pg_wait(PGconn *conn, short events, int64_t deadline, int stoppable)
 {
     struct pollfd  pfd[2];
     int64_t        left;
     int            n;
 
     for ( ;; ) {
-        if (crest_stop_requested()) {
+        if (stoppable && crest_stop_requested()) {
             return -1;
         }
 
@@ -73,7 +74,9 @@ crest_pg_wait(PGconn *conn, short events, int64_t deadline)
         pfd[0].fd = PQsocket(conn);
         pfd[0].events = events;
         pfd[0].revents = 0;
-        pfd[1].fd = crest_wake_fd();
+        /* the wake pipe stays readable after a stop: ignore it when
+         * draining, or this loop would spin */
+        pfd[1].fd = stoppable ? crest_wake_fd() : -1;
         pfd[1].events = POLLIN;
         pfd[1].revents = 0;
 
@@ -161,7 +164,7 @@ crest_pg_conn_open(crest_pg_conn_t *c, char *err, size_t errlen)
 
         rc = crest_pg_wait(conn, st == PGRES_POLLING_READING ? POLLIN
                                                              : POLLOUT,
-                           deadline);
+                           deadline, !c->drain);
 
         if (rc <= 0) {
             snprintf(err, errlen, rc == 0 ? "connect timed out after %u ms"
@@ -200,8 +203,9 @@ crest_pg_conn_drop(crest_pg_conn_t *c, const char *why)
 }
 
 
-PGresult *
-crest_pg_conn_exec(crest_pg_conn_t *c, const char *sql)
+static PGresult *
+crest_pg_conn_run(crest_pg_conn_t *c, const char *sql, int nparams,
+    const char *const *values)
 {
     PGconn    *conn;
     PGresult  *res, *keep;
@@ -218,13 +222,16 @@ crest_pg_conn_exec(crest_pg_conn_t *c, const char *sql)
     deadline = crest_mono_ms() + c->cfg->command_timeout_ms;
     keep = NULL;
 
-    if (!PQsendQuery(conn, sql)) {
+    if (nparams < 0 ? !PQsendQuery(conn, sql)
+                    : !PQsendQueryParams(conn, sql, nparams, NULL, values,
+                                         NULL, NULL, 0))
+    {
         crest_pg_error(err, sizeof(err), "PQsendQuery", PQerrorMessage(conn));
         goto failed;
     }
 
     while ((rc = PQflush(conn)) == 1) {
-        rc = crest_pg_wait(conn, POLLOUT | POLLIN, deadline);
+        rc = crest_pg_wait(conn, POLLOUT | POLLIN, deadline, !c->drain);
 
         if (rc <= 0 || !PQconsumeInput(conn)) {
             goto io_failed;
@@ -239,7 +246,7 @@ crest_pg_conn_exec(crest_pg_conn_t *c, const char *sql)
     /* collect every result; keep the first error or else the last one */
     for ( ;; ) {
         while (PQisBusy(conn)) {
-            rc = crest_pg_wait(conn, POLLIN, deadline);
+            rc = crest_pg_wait(conn, POLLIN, deadline, !c->drain);
 
             if (rc <= 0 || !PQconsumeInput(conn)) {
                 goto io_failed;
@@ -287,6 +294,21 @@ failed:
     crest_pg_conn_drop(c, err);
 
     return NULL;
+}
+
+
+PGresult *
+crest_pg_conn_exec(crest_pg_conn_t *c, const char *sql)
+{
+    return crest_pg_conn_run(c, sql, -1, NULL);
+}
+
+
+PGresult *
+crest_pg_conn_exec_params(crest_pg_conn_t *c, const char *sql, int nparams,
+    const char *const *values)
+{
+    return crest_pg_conn_run(c, sql, nparams, values);
 }
 
 

@@ -23,6 +23,8 @@ typedef struct {
     crest_conn_state_t     st;
     char                   target[1024]; /* redacted DATABASE_URL */
     char                   appname[160];  /* the server keeps 63 bytes */
+    int                    drain;   /* 1: keep working after SIGTERM, within
+                                       the deadlines (to flush job rows) */
 } crest_pg_conn_t;
 
 void crest_pg_conn_init(crest_pg_conn_t *c, const crest_config_t *cfg);
@@ -35,6 +37,9 @@ int64_t crest_pg_conn_next(const crest_pg_conn_t *c);
  * reconnect).  A result with an error status is returned, not a failure.
  */
 PGresult *crest_pg_conn_exec(crest_pg_conn_t *c, const char *sql);
+/* One statement with $1..$n text parameters (NULL = SQL NULL). */
+PGresult *crest_pg_conn_exec_params(crest_pg_conn_t *c, const char *sql,
+    int nparams, const char *const *values);
 void crest_pg_conn_close(crest_pg_conn_t *c);
 
 #endif /* CREST_PG_CONN_H */

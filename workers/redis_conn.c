@@ -27,6 +27,7 @@ crest_redis_conn_init(crest_redis_conn_t *c, const crest_config_t *cfg)
 {
     c->cfg = cfg;
     c->ctx = NULL;
+    c->client_name[0] = '\0';
     crest_redis_url_format(&cfg->redis, 1, c->target, sizeof(c->target));
     crest_conn_state_init(&c->st, "redis", c->target, cfg->probe_interval_ms,
                           (uint64_t) crest_wall_ms() ^ (uint64_t) getpid());
@@ -133,7 +134,9 @@ crest_redis_conn_open(crest_redis_conn_t *c, char *err, size_t errlen)
         }
     }
 
-    r = redisCommand(ctx, "CLIENT SETNAME crest:worker:%s", c->cfg->name);
+    r = c->client_name[0]
+        ? redisCommand(ctx, "CLIENT SETNAME %s", c->client_name)
+        : redisCommand(ctx, "CLIENT SETNAME crest:worker:%s", c->cfg->name);
 
     if (crest_redis_expect_ok(c->cfg, ctx, r, "CLIENT SETNAME", err, errlen)
         != 0)
@@ -248,6 +251,54 @@ crest_redis_conn_command(crest_redis_conn_t *c, const char *fmt, ...)
     }
 
     return r;
+}
+
+
+redisReply *
+crest_redis_conn_argv(crest_redis_conn_t *c, int argc, const char **argv,
+    const size_t *argvlen)
+{
+    redisReply  *r;
+    char         error[64];
+
+    if (c->ctx == NULL) {
+        return NULL;
+    }
+
+    r = redisCommandArgv(c->ctx, argc, argv, argvlen);
+
+    if (r == NULL) {
+        crest_redis_conn_drop(c, crest_redis_errstr(c->cfg, c->ctx, error,
+                                                    sizeof(error)));
+    }
+
+    return r;
+}
+
+
+void
+crest_redis_conn_set_client_name(crest_redis_conn_t *c, const char *name)
+{
+    snprintf(c->client_name, sizeof(c->client_name), "%s", name);
+}
+
+
+void
+crest_redis_conn_set_timeout(crest_redis_conn_t *c, unsigned ms)
+{
+    if (c->ctx) {
+        redisSetTimeout(c->ctx, crest_redis_tv(ms ? ms
+                                                  : c->cfg->command_timeout_ms));
+    }
+}
+
+
+void
+crest_redis_conn_fail(crest_redis_conn_t *c, const char *why)
+{
+    if (c->ctx) {
+        crest_redis_conn_drop(c, why);
+    }
 }
 
 
