@@ -747,8 +747,9 @@ int
 crest_bullmq_opts_from_json(crest_bullmq_opts_t *o, const json_t *obj,
     char *err, size_t errlen)
 {
-    const char  *key, *type;
+    const char  *key, *type, *bkey;
     json_t      *v, *x;
+    void        *it;
     int64_t      n;
     double       j;
 
@@ -837,12 +838,19 @@ crest_bullmq_opts_from_json(crest_bullmq_opts_t *o, const json_t *obj,
                 return -1;
             }
 
-            json_object_foreach(v, key, x) {
-                if (strcmp(key, "type") == 0) {
+            /* not json_object_foreach with the outer key: its iteration
+             * goes on from the key variable */
+            for (it = json_object_iter(v); it;
+                 it = json_object_iter_next(v, it))
+            {
+                bkey = json_object_iter_key(it);
+                x = json_object_iter_value(it);
+
+                if (strcmp(bkey, "type") == 0) {
                     continue;
                 }
 
-                if (strcmp(key, "delay") == 0) {
+                if (strcmp(bkey, "delay") == 0) {
                     if (crest_bq_json_whole(x, 0, INT32_MAX,
                                             &o->backoff.delay) != 0)
                     {
@@ -851,7 +859,7 @@ crest_bullmq_opts_from_json(crest_bullmq_opts_t *o, const json_t *obj,
                         return -1;
                     }
 
-                } else if (strcmp(key, "jitter") == 0) {
+                } else if (strcmp(bkey, "jitter") == 0) {
                     j = json_number_value(x);
                     if (!json_is_number(x) || j < 0 || j > 1) {
                         snprintf(err, errlen,
@@ -862,7 +870,8 @@ crest_bullmq_opts_from_json(crest_bullmq_opts_t *o, const json_t *obj,
                     o->backoff.has_jitter = 1;
 
                 } else {
-                    snprintf(err, errlen, "backoff: unknown key \"%s\"", key);
+                    snprintf(err, errlen, "backoff: unknown key \"%s\"",
+                             bkey);
                     return -1;
                 }
             }

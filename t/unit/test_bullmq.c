@@ -248,6 +248,10 @@ test_opts_from_json(void)
         { "{\"keepLogs\":2,\"lifo\":true,\"priority\":0}",
           "{\"attempts\":0,\"lifo\":true,\"kl\":2}" },
         { "{\"jobId\":\"a:b:c\"}", "{\"attempts\":0,\"jobId\":\"a:b:c\"}" },
+        { "{\"backoff\":{\"type\":\"fixed\",\"delay\":5},\"stackTraceLimit\":1,"
+          "\"timestamp\":9}",
+          "{\"attempts\":0,\"backoff\":{\"type\":\"fixed\",\"delay\":5},"
+          "\"stackTraceLimit\":1,\"timestamp\":9}" },
         { "{\"delay\":1.0}", "{\"attempts\":0,\"delay\":1}" },
         { "{\"jobId\":\"12\"}", NULL },
         { "{\"jobId\":\"0:x\"}", NULL },

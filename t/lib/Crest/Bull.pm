@@ -114,10 +114,9 @@ sub crest_queue {
         exec "$REPO/build/bin/crest-queue", @args;
         exit 127;
     }
-    local $/;
-    my $out = <$fh> // '';
+    my $out = do { local $/; <$fh> } // '';
     close $fh;
-    chomp $out;
+    $out =~ s/\s+\z//;
     return ($? >> 8, $out);
 }
 
