@@ -66,6 +66,7 @@
 typedef struct {
     ngx_thread_pool_t         *pool;
     ngx_str_t                  pool_name;
+    ngx_uint_t                 used;        /* some location hashes */
     char                       dummy_hash[NGX_CREST_ARGON2_ENCODED];
 } ngx_http_crest_account_main_conf_t;
 
@@ -182,7 +183,12 @@ ngx_http_crest_account_init_main_conf(ngx_conf_t *cf, void *conf)
         ngx_str_set(&amcf->pool_name, "crest_hash");
     }
 
-    /* declared with thread_pool, or created here with nginx's defaults */
+    if (!amcf->used) {
+        /* no account endpoint here: no thread pool need be declared */
+        return NGX_CONF_OK;
+    }
+
+    /* it must be declared with thread_pool: nginx refuses it otherwise */
     amcf->pool = ngx_thread_pool_add(cf, &amcf->pool_name);
     if (amcf->pool == NULL) {
         return NGX_CONF_ERROR;
@@ -242,9 +248,10 @@ ngx_http_crest_account(ngx_conf_t *cf, ngx_command_t *cmd, void *conf)
 {
     ngx_http_crest_account_loc_conf_t  *alcf = conf;
 
-    ngx_str_t                 *value;
-    ngx_uint_t                 i;
-    ngx_http_core_loc_conf_t  *clcf;
+    ngx_str_t                           *value;
+    ngx_uint_t                           i;
+    ngx_http_core_loc_conf_t            *clcf;
+    ngx_http_crest_account_main_conf_t  *amcf;
 
     static struct {
         ngx_str_t   name;
@@ -276,6 +283,12 @@ ngx_http_crest_account(ngx_conf_t *cf, ngx_command_t *cmd, void *conf)
         ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
                            "invalid parameter \"%V\"", &value[1]);
         return NGX_CONF_ERROR;
+    }
+
+    if (alcf->op != NGX_CREST_ACCOUNT_USER) {
+        amcf = ngx_http_conf_get_module_main_conf(cf,
+                                                  ngx_http_crest_account_module);
+        amcf->used = 1;
     }
 
     clcf = ngx_http_conf_get_module_loc_conf(cf, ngx_http_core_module);

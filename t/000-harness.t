@@ -64,7 +64,8 @@ is $t->psql(q{SELECT monthly_limit FROM plan_limits WHERE plan_id = 'free' AND u
 my $log = $t->dir . '/logs/migrate.log';
 truncate $log, 0;
 is $t->migrate, 0, 'migrate.sh re-run succeeds';
-like Crest::Test::_slurp($log), qr/0 applied, 1 already applied/, 're-run is a no-op';
+my $migrations = () = glob("$FindBin::Bin/../sql/[0-9][0-9][0-9][0-9]_*.sql");
+like Crest::Test::_slurp($log), qr/0 applied, $migrations already applied/, 're-run is a no-op';
 
 # A new migration in another directory (CREST_SQL_DIR) is applied once.
 my $sql = File::Temp::tempdir(CLEANUP => 1);

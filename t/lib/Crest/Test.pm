@@ -431,7 +431,11 @@ sub nginx_conf_text {
     push @c, 'user nobody nogroup;' if $> == 0;
     push @c, 'env ASAN_OPTIONS;', 'env LD_PRELOAD;' if $self->{asan};
     push @c, map { "load_module $_;" } @{ $self->{modules} || [] };
-    push @c, $self->subst($self->{main_config}), '',
+    my $main_config = $self->subst($self->{main_config});
+    # as conf/nginx.conf.in: the pool password hashing runs on
+    push @c, 'thread_pool crest_hash threads=2;'
+        unless $self->{no_module} || $main_config =~ /\bthread_pool\s+crest_hash\b/;
+    push @c, $main_config, '',
              'events {',
              '    worker_connections 1024;',
              $self->subst($self->{events_config}),
@@ -445,6 +449,9 @@ sub nginx_conf_text {
             unless $self->{no_pg} || $http_config =~ /\bcrest_pg_conninfo\b/;
         push @c, '    crest_redis_server ' . $self->redis_addr . ';'
             unless $self->{no_redis} || $http_config =~ /\bcrest_redis_server\b/;
+        # and a signing key, unless the test brings its own keys
+        push @c, '    crest_auth_jwt_secret_file ' . $self->jwt_secret_file . ';'
+            unless $http_config =~ /\bcrest_auth_(jwt_secret_file|jwt_key|jwks)\b/;
     }
     push @c, $http_config, '',
              '    server {',
