@@ -9,7 +9,7 @@ use FindBin;
 use Test::More;
 use lib "$FindBin::Bin/lib";
 use Crest::Test;
-use Crest::Bull qw(node_json start_worker wait_until log_lines);
+use Crest::Bull qw(node_json start_worker wait_until log_lines problems);
 
 my $t = Crest::Test->new(no_nginx => 1, no_pg => 1);
 $t->start;
@@ -65,8 +65,7 @@ my $st = $t->spawn_stop('c-ping');
 is($st, 0, 'SIGTERM: exit status 0');
 my @log = log_lines($t, 'c-ping');
 ok((grep { $_->{msg} eq 'stopped' } @log), 'logged "stopped"');
-is_deeply([map { $_->{msg} } grep { $_->{level} eq 'error' } @log], [],
-          'no errors logged');
+is_deeply([problems($t, 'c-ping')], [], 'no warnings or errors logged');
 
 $t->stop;
 done_testing();

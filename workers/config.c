@@ -236,12 +236,36 @@ crest_config_set_probe_interval(crest_config_t *c, const char *value,
 }
 
 
+/* A queue or processor name: letters, digits and - _ . */
+static int
+crest_config_queue_name(const char *name, char *err, size_t errlen)
+{
+    const char  *p;
+
+    if (name[0] == '\0') {
+        snprintf(err, errlen, "empty queue name");
+        return -1;
+    }
+
+    for (p = name; *p; p++) {
+        if (!isalnum((unsigned char) *p) && !strchr("-_.", *p)) {
+            snprintf(err, errlen, "queue \"%s\": names may only hold "
+                     "letters, digits and - _ .", name);
+            return -1;
+        }
+    }
+
+    return 0;
+}
+
+
+/* "ping, media" or "ping,tests=ping": queue[=processor] */
 static int
 crest_config_set_queues(crest_config_t *c, const char *value, char *err,
     size_t errlen)
 {
     const char  *p, *end;
-    char         name[CREST_CONFIG_QUEUE_LEN];
+    char         name[CREST_CONFIG_QUEUE_LEN], *eq, *proc;
     unsigned     n, i;
     size_t       len;
 
@@ -275,12 +299,24 @@ crest_config_set_queues(crest_config_t *c, const char *value, char *err,
         memcpy(name, p, len);
         name[len] = '\0';
 
-        for (i = 0; i < len; i++) {
-            if (!isalnum((unsigned char) name[i]) && !strchr("-_.", name[i])) {
-                snprintf(err, errlen, "queue \"%s\": names may only hold "
-                         "letters, digits and - _ .", name);
-                return -1;
+        eq = strchr(name, '=');
+        proc = name;
+
+        if (eq) {
+            *eq = '\0';
+            proc = eq + 1;
+            while (eq > name && isspace((unsigned char) eq[-1])) {
+                *--eq = '\0';
             }
+            while (isspace((unsigned char) *proc)) {
+                proc++;
+            }
+        }
+
+        if (crest_config_queue_name(name, err, errlen) != 0
+            || crest_config_queue_name(proc, err, errlen) != 0)
+        {
+            return -1;
         }
 
         for (i = 0; i < n; i++) {
@@ -296,7 +332,9 @@ crest_config_set_queues(crest_config_t *c, const char *value, char *err,
             return -1;
         }
 
-        memcpy(c->queues[n++], name, len + 1);
+        snprintf(c->queues[n], sizeof(c->queues[n]), "%s", name);
+        snprintf(c->processors[n], sizeof(c->processors[n]), "%s", proc);
+        n++;
 
         if (end == NULL) {
             break;
@@ -384,7 +422,7 @@ static const crest_config_key_t  crest_config_keys[] = {
       crest_config_set_command_timeout },
     { "probe_interval_ms", "CREST_PROBE_INTERVAL_MS", "5000",
       crest_config_set_probe_interval },
-    { "queues", "CREST_QUEUES", "ping (comma list)",
+    { "queues", "CREST_QUEUES", "ping (queue[=processor],...)",
       crest_config_set_queues },
     { "concurrency", "CREST_CONCURRENCY", "1 (jobs at once per queue, 1-256)",
       crest_config_set_concurrency },
@@ -421,6 +459,7 @@ crest_config_defaults(crest_config_t *c)
     c->probe_interval_ms = 5000;
     c->nqueues = 1;
     strcpy(c->queues[0], "ping");
+    strcpy(c->processors[0], "ping");
     c->concurrency = 1;
     c->lock_duration_ms = 30000;
     c->stalled_interval_ms = 30000;

@@ -37,6 +37,8 @@ typedef struct {
     /* the queues this worker serves (CREST_QUEUES, a comma list) */
     unsigned           nqueues;
     char               queues[CREST_CONFIG_MAX_QUEUES][CREST_CONFIG_QUEUE_LEN];
+    /* the processor of each ("queue=processor"; else the queue's name) */
+    char               processors[CREST_CONFIG_MAX_QUEUES][CREST_CONFIG_QUEUE_LEN];
     unsigned           concurrency;             /* per queue */
     unsigned           lock_duration_ms;
     unsigned           stalled_interval_ms;

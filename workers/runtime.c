@@ -1276,9 +1276,9 @@ crest_rt_start(const crest_config_t *cfg, crest_jobrows_t *rows, char *err,
     int           rc;
 
     for (i = 0; i < cfg->nqueues; i++) {
-        if (crest_processor_find(cfg->queues[i]) == NULL) {
-            snprintf(err, errlen, "CREST_QUEUES: no processor for queue "
-                     "\"%s\"", cfg->queues[i]);
+        if (crest_processor_find(cfg->processors[i]) == NULL) {
+            snprintf(err, errlen, "CREST_QUEUES: no processor \"%s\" (for "
+                     "queue \"%s\")", cfg->processors[i], cfg->queues[i]);
             return NULL;
         }
     }
@@ -1309,7 +1309,7 @@ crest_rt_start(const crest_config_t *cfg, crest_jobrows_t *rows, char *err,
         q = &rt->queues[i];
         q->rt = rt;
         q->name = cfg->queues[i];
-        q->proc = crest_processor_find(q->name);
+        q->proc = crest_processor_find(cfg->processors[i]);
         q->n = cfg->concurrency;
         q->bfd = -1;
         pthread_mutex_init(&q->mu, NULL);
@@ -1376,6 +1376,7 @@ crest_rt_start(const crest_config_t *cfg, crest_jobrows_t *rows, char *err,
     for (i = 0; i < rt->nq; i++) {
         crest_log(CREST_LOG_INFO, "serving queue",
                   CREST_LS("queue", rt->queues[i].name),
+                  CREST_LS("processor", rt->queues[i].proc->queue),
                   CREST_LI("concurrency", rt->queues[i].n),
                   CREST_LS("worker_id", rt->worker_id));
     }

@@ -9,6 +9,11 @@
 //                                       is completed, failed or gone, then
 //                                       prints {id: {state, returnvalue,
 //                                       failedReason, attemptsMade}}
+//   producer.js PORT QUEUE bulk N       addBulk N jobs {i}, prints their ids
+//   producer.js PORT QUEUE audit N      for jobs 1..N: how many completed,
+//                                       which were started more than once
+//                                       (ats > 1) or not completed, and how
+//                                       many each worker (pb) processed
 'use strict';
 
 const { bullmq, IORedis, connection, sleep, out } = require('./lib');
@@ -38,6 +43,41 @@ async function main() {
 
     } else if (mode === 'hashes') {
         out(await hashes(rest));
+
+    } else if (mode === 'bulk') {
+        const n = Number(rest[0]);
+        let added = 0;
+        for (let from = 1; from <= n; from += 1000) {
+            const batch = [];
+            for (let i = from; i < from + 1000 && i <= n; i++) {
+                batch.push({ name: 'mixed', data: { i } });
+            }
+            added += (await queue.addBulk(batch)).length;
+        }
+        out({ added });
+
+    } else if (mode === 'audit') {
+        const n = Number(rest[0]);
+        const redis = new IORedis(conn);
+        const pipe = redis.pipeline();
+        for (let i = 1; i <= n; i++) {
+            pipe.hmget(`bull:${queueName}:${i}`, 'ats', 'atm', 'pb', 'returnvalue');
+            pipe.zscore(`bull:${queueName}:completed`, String(i));
+        }
+        const res = await pipe.exec();
+        const result = { completed: 0, twice: [], missing: [], byWorker: {},
+                         badReturn: [] };
+        for (let i = 1; i <= n; i++) {
+            const [ats, atm, pb, rv] = res[2 * (i - 1)][1];
+            const score = res[2 * (i - 1) + 1][1];
+            if (score === null) result.missing.push(i);
+            else result.completed++;
+            if (Number(ats) !== 1 || Number(atm) !== 1) result.twice.push([i, ats, atm]);
+            result.byWorker[pb] = (result.byWorker[pb] || 0) + 1;
+            if (rv !== JSON.stringify({ i })) result.badReturn.push(i);
+        }
+        redis.disconnect();
+        out(result);
 
     } else if (mode === 'wait') {
         const result = {};

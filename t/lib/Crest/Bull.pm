@@ -15,7 +15,7 @@ use Cwd qw(abs_path);
 use File::Basename qw(dirname);
 
 our @EXPORT_OK = qw(node node_json worker_env start_worker wait_until
-                    worker_log log_lines crest_queue REPO);
+                    worker_log log_lines problems crest_queue REPO);
 
 our $REPO = abs_path(dirname(__FILE__) . '/../../..');
 sub REPO { $REPO }
@@ -100,6 +100,16 @@ sub log_lines {
         push @out, $v if ref $v eq 'HASH';
     }
     return @out;
+}
+
+# The messages of the worker's warn and error lines, but PostgreSQL being
+# away when the test started none.
+sub problems {
+    my ($t, $name) = @_;
+    return map { $_->{msg} }
+           grep { $_->{level} =~ /^(?:warn|error)$/
+                  && !($t->{no_pg} && $_->{msg} =~ /^postgres /) }
+           log_lines($t, $name);
 }
 
 # crest_queue($t, @args) — build/bin/crest-queue against the test's Redis;
