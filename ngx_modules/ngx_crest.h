@@ -45,6 +45,10 @@ ngx_int_t ngx_crest_send_ok(ngx_http_request_t *r, ngx_uint_t status,
     crest_buf_t *data, ngx_str_t *meta_extra);
 ngx_int_t ngx_crest_send_error(ngx_http_request_t *r, ngx_uint_t status,
     crest_error_code_t code, const char *message, crest_buf_t *details);
+/* As ngx_crest_send_error, with members added to "meta" (as for _ok). */
+ngx_int_t ngx_crest_send_error_meta(ngx_http_request_t *r, ngx_uint_t status,
+    crest_error_code_t code, const char *message, crest_buf_t *details,
+    ngx_str_t *meta_extra);
 ngx_int_t ngx_crest_send_json(ngx_http_request_t *r, ngx_uint_t status,
     crest_buf_t *body);
 /*

@@ -259,6 +259,15 @@ ngx_int_t
 ngx_crest_send_error(ngx_http_request_t *r, ngx_uint_t status,
     crest_error_code_t code, const char *message, crest_buf_t *details)
 {
+    return ngx_crest_send_error_meta(r, status, code, message, details, NULL);
+}
+
+
+ngx_int_t
+ngx_crest_send_error_meta(ngx_http_request_t *r, ngx_uint_t status,
+    crest_error_code_t code, const char *message, crest_buf_t *details,
+    ngx_str_t *meta_extra)
+{
     crest_buf_t        b;
     crest_meta_t       meta;
     crest_allocator_t  a;
@@ -266,6 +275,11 @@ ngx_crest_send_error(ngx_http_request_t *r, ngx_uint_t status,
     ngx_crest_pool_allocator(&a, r->pool);
     crest_buf_init(&b, &a);
     ngx_crest_meta(r, &meta);
+
+    if (meta_extra) {
+        meta.extra = (const char *) meta_extra->data;
+        meta.extra_len = meta_extra->len;
+    }
 
     if (status == 0) {
         status = crest_error_code_status(code);
