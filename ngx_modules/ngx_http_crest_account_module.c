@@ -22,6 +22,7 @@
 
 #include "ngx_crest_pg.h"
 #include "ngx_crest_auth.h"
+#include "ngx_crest_limit.h"
 #include "crest_json.h"
 #include "crest_validate.h"
 
@@ -73,6 +74,7 @@ typedef struct {
 
 typedef struct {
     ngx_uint_t                 op;
+    ngx_shm_zone_t            *limit;       /* per-account login limit */
 } ngx_http_crest_account_loc_conf_t;
 
 
@@ -108,6 +110,8 @@ static char *ngx_http_crest_account_merge_loc_conf(ngx_conf_t *cf,
     void *parent, void *child);
 static char *ngx_http_crest_account(ngx_conf_t *cf, ngx_command_t *cmd,
     void *conf);
+static char *ngx_http_crest_account_limit(ngx_conf_t *cf, ngx_command_t *cmd,
+    void *conf);
 static ngx_int_t ngx_http_crest_account_handler(ngx_http_request_t *r);
 static ngx_int_t ngx_http_crest_account_body(ngx_http_request_t *r,
     json_t *body);
@@ -119,6 +123,13 @@ static ngx_command_t  ngx_http_crest_account_commands[] = {
     { ngx_string("crest_account"),
       NGX_HTTP_LOC_CONF|NGX_CONF_TAKE1,
       ngx_http_crest_account,
+      NGX_HTTP_LOC_CONF_OFFSET,
+      0,
+      NULL },
+
+    { ngx_string("crest_account_limit"),
+      NGX_HTTP_MAIN_CONF|NGX_HTTP_SRV_CONF|NGX_HTTP_LOC_CONF|NGX_CONF_TAKE1,
+      ngx_http_crest_account_limit,
       NGX_HTTP_LOC_CONF_OFFSET,
       0,
       NULL },
@@ -239,7 +250,40 @@ ngx_http_crest_account_merge_loc_conf(ngx_conf_t *cf, void *parent,
 
     ngx_conf_merge_uint_value(conf->op, prev->op, 0);
 
+    if (conf->limit == NULL) {
+        conf->limit = prev->limit;
+    }
+
     return NGX_CONF_OK;
+}
+
+
+/* crest_account_limit zone=NAME: logins per account (the email) */
+static char *
+ngx_http_crest_account_limit(ngx_conf_t *cf, ngx_command_t *cmd, void *conf)
+{
+    ngx_http_crest_account_loc_conf_t  *alcf = conf;
+
+    ngx_str_t  *value, name;
+
+    if (alcf->limit) {
+        return "is duplicate";
+    }
+
+    value = cf->args->elts;
+
+    if (ngx_strncmp(value[1].data, "zone=", 5) != 0 || value[1].len == 5) {
+        ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
+                           "invalid parameter \"%V\"", &value[1]);
+        return NGX_CONF_ERROR;
+    }
+
+    name.data = value[1].data + 5;
+    name.len = value[1].len - 5;
+
+    alcf->limit = ngx_crest_limit_zone(cf, &name);
+
+    return alcf->limit ? NGX_CONF_OK : NGX_CONF_ERROR;
 }
 
 
@@ -838,6 +882,18 @@ ngx_http_crest_account_body(ngx_http_request_t *r, json_t *body)
     cln->data = &ctx->password;
 
     if (ctx->op == NGX_CREST_ACCOUNT_LOGIN) {
+        /* guessing one account's password from many addresses */
+        if (alcf->limit) {
+            email.data = (u_char *) ctx->email;
+            email.len = n;
+
+            if (ngx_crest_limit_key(r, alcf->limit, &email, &rc)
+                == NGX_DECLINED)
+            {
+                return rc;
+            }
+        }
+
         if (ctx->password.len == 0
             || ctx->password.len > NGX_CREST_PASSWORD_MAX)
         {

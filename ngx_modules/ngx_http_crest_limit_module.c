@@ -21,6 +21,7 @@
  */
 
 #include "ngx_crest_redis.h"
+#include "ngx_crest_limit.h"
 #include "crest_gcra.h"
 #include "crest_json.h"
 
@@ -579,9 +580,10 @@ ngx_http_crest_limit_zone(ngx_conf_t *cf, ngx_command_t *cmd, void *conf)
         goto invalid;
     }
 
-    if (name.len == 0 || ctx->key.value.len == 0 || ctx->count == 0) {
+    /* without key= a zone is only counted by modules (crest_account_limit) */
+    if (name.len == 0 || ctx->count == 0) {
         ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
-                           "\"%V\" needs zone=, key= and rate=", &cmd->name);
+                           "\"%V\" needs zone= and rate=", &cmd->name);
         return NGX_CONF_ERROR;
     }
 
@@ -1081,7 +1083,8 @@ ngx_http_crest_limit_sync_zone(ngx_http_crest_limit_zone_t *zone)
         pending = ln->pending;
         ln->pending = 0;
 
-        s = ngx_alloc(sizeof(ngx_http_crest_limit_sync_t)
+        /* the key, then the Redis key name that contains it again */
+        s = ngx_alloc(sizeof(ngx_http_crest_limit_sync_t) + ln->len
                       + sizeof("crest:rl::") + zone->name.len + ln->len,
                       ngx_cycle->log);
 
@@ -1594,4 +1597,51 @@ ngx_http_crest_limit_status_variable(ngx_http_request_t *r,
     v->not_found = 0;
 
     return NGX_OK;
+}
+
+
+/* for modules that limit by a key of their own */
+
+ngx_shm_zone_t *
+ngx_crest_limit_zone(ngx_conf_t *cf, ngx_str_t *name)
+{
+    return ngx_shared_memory_add(cf, name, 0, &ngx_http_crest_limit_module);
+}
+
+
+ngx_int_t
+ngx_crest_limit_key(ngx_http_request_t *r, ngx_shm_zone_t *shm_zone,
+    ngx_str_t *key, ngx_int_t *rc)
+{
+    crest_gcra_result_t               res;
+    ngx_http_crest_limit_t            limit;
+    ngx_http_crest_limit_ctx_t        ctx;
+    ngx_http_crest_limit_zone_t      *zone;
+    ngx_http_crest_limit_loc_conf_t  *llcf;
+
+    zone = shm_zone->data;
+
+    if (zone == NULL || key->len == 0 || key->len > 65535) {
+        return NGX_OK;
+    }
+
+    ngx_memzero(&limit, sizeof(ngx_http_crest_limit_t));
+    limit.zone = (ngx_http_crest_limit_zone_t *) shm_zone;
+    limit.cost = 1;
+
+    if (ngx_http_crest_limit_local(zone, &limit, key, zone->count, &res)
+        != NGX_OK || res.allowed)
+    {
+        return NGX_OK;
+    }
+
+    llcf = ngx_http_get_module_loc_conf(r, ngx_http_crest_limit_module);
+
+    ngx_memzero(&ctx, sizeof(ngx_http_crest_limit_ctx_t));
+    ctx.request = r;
+    ctx.limited = 1;
+
+    *rc = ngx_http_crest_limit_reject(r, llcf, &ctx, &limit, &res);
+
+    return NGX_DECLINED;
 }
