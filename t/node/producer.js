@@ -9,6 +9,10 @@
 //                                       is completed, failed or gone, then
 //                                       prints {id: {state, returnvalue,
 //                                       failedReason, attemptsMade}}
+//   producer.js PORT QUEUE jobs IDS     {id: {state, attemptsMade,
+//                                       attemptsStarted, stalledCounter,
+//                                       processedBy, failedReason,
+//                                       returnvalue}} as getJob sees them
 //   producer.js PORT QUEUE bulk N       addBulk N jobs {i}, prints their ids
 //   producer.js PORT QUEUE audit N      for jobs 1..N: how many completed,
 //                                       which were started more than once
@@ -43,6 +47,20 @@ async function main() {
 
     } else if (mode === 'hashes') {
         out(await hashes(rest));
+
+    } else if (mode === 'jobs') {
+        const result = {};
+        for (const id of rest) {
+            const job = await queue.getJob(id);
+            result[id] = job ? {
+                state: await job.getState(), attemptsMade: job.attemptsMade,
+                attemptsStarted: job.attemptsStarted,
+                stalledCounter: job.stalledCounter,
+                processedBy: job.processedBy, failedReason: job.failedReason,
+                returnvalue: job.returnvalue,
+            } : { state: 'gone' };
+        }
+        out(result);
 
     } else if (mode === 'bulk') {
         const n = Number(rest[0]);
