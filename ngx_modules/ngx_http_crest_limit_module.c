@@ -48,7 +48,7 @@ typedef struct {
     u_short                      len;
     ngx_queue_t                  queue;       /* LRU */
     ngx_queue_t                  dirty;       /* sync: admitted, not pushed */
-    int64_t                      tat;         /* on ngx_current_msec */
+    int64_t                      tat;         /* us, on ngx_current_msec */
     uint32_t                     pending;     /* sync: admitted cost */
     unsigned                     is_dirty:1;
     u_char                       data[1];
@@ -70,7 +70,7 @@ typedef struct {
     ngx_str_t                      name;
     int64_t                        count;
     int64_t                        period;      /* ms */
-    int64_t                        interval;    /* ms per request */
+    int64_t                        interval;    /* us per request */
     ngx_uint_t                     policy;
     ngx_uint_t                     on_error;
     ngx_msec_t                     sync;
@@ -228,7 +228,7 @@ ngx_module_t  ngx_http_crest_limit_module = {
 
 
 /*
- * KEYS[1] the zone's key; ARGV interval (ms), burst, cost, and a mode:
+ * KEYS[1] the zone's key; ARGV interval (us), burst, cost, and a mode:
  * "1" decides, "0" only adds what was admitted elsewhere (sync).  A dry
  * run is accounted like any request, as limit_req does; it is only never
  * refused.  Redis' clock is the one clock every
@@ -236,14 +236,14 @@ ngx_module_t  ngx_http_crest_limit_module = {
  */
 static const char  ngx_http_crest_limit_lua[] =
     "local t = redis.call('TIME')\n"
-    "local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)\n"
+    "local now = tonumber(t[1]) * 1000000 + tonumber(t[2])\n"
     "local interval = tonumber(ARGV[1])\n"
     "local cap = interval * tonumber(ARGV[2])\n"
     "local tat = tonumber(redis.call('GET', KEYS[1]) or now)\n"
     "if tat < now then tat = now end\n"
     "local nxt = tat + interval * tonumber(ARGV[3])\n"
     "if ARGV[4] == '0' or nxt - now <= cap then\n"
-    "  redis.call('SET', KEYS[1], nxt, 'PX', math.max(nxt - now, 1))\n"
+    "  redis.call('SET', KEYS[1], nxt, 'PX', math.ceil((nxt - now) / 1000) + 1)\n"
     "  return {1, nxt - now}\n"
     "end\n"
     "return {0, tat - now}\n";
@@ -588,12 +588,14 @@ ngx_http_crest_limit_zone(ngx_conf_t *cf, ngx_command_t *cmd, void *conf)
     }
 
     ctx->name = name;
-    ctx->interval = ctx->period / ctx->count;
+
+    /* microseconds: a millisecond would cap a key at 1000 requests/s */
+    ctx->interval = ctx->period * 1000 / ctx->count;
 
     if (ctx->interval == 0) {
         ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
-                           "crest_limit_zone \"%V\": more than one request "
-                           "per millisecond is not a limit", &name);
+                           "crest_limit_zone \"%V\": more than a million "
+                           "requests a second is not a limit", &name);
         return NGX_CONF_ERROR;
     }
 
@@ -888,8 +890,8 @@ ngx_http_crest_limit_local(ngx_http_crest_limit_zone_t *ctx,
         return NGX_ERROR;
     }
 
-    crest_gcra((int64_t) ngx_current_msec, &ln->tat, ctx->interval, burst,
-               limit->cost, res);
+    crest_gcra((int64_t) ngx_current_msec * 1000, &ln->tat, ctx->interval,
+               burst, limit->cost, res);
 
     if (res->allowed && ctx->policy == NGX_CREST_LIMIT_SYNC) {
         ln->pending += limit->cost;
@@ -925,7 +927,7 @@ ngx_http_crest_limit_redis_done(void *data, ngx_crest_status_e status,
         && reply->element[1]->type == REDIS_REPLY_INTEGER)
     {
         ctx->redis.allowed = (int) reply->element[0]->integer;
-        ctx->redis.reset_ms = reply->element[1]->integer;   /* "used" */
+        ctx->redis.reset = reply->element[1]->integer;   /* "used", us */
         ctx->redis_rc = NGX_OK;
 
     } else if (status == NGX_CREST_FAILED) {
@@ -1024,7 +1026,7 @@ ngx_http_crest_limit_sync_done(void *data, ngx_crest_status_e status,
         && reply->element[1]->type == REDIS_REPLY_INTEGER)
     {
         /* the shared bucket's level, on our clock */
-        level = (int64_t) ngx_current_msec + reply->element[1]->integer;
+        level = (int64_t) ngx_current_msec * 1000 + reply->element[1]->integer;
 
         ngx_shmtx_lock(&s->zone->shpool->mutex);
 
@@ -1257,7 +1259,7 @@ ngx_http_crest_limit_headers_out(ngx_http_request_t *r,
     zone = ngx_http_crest_limit_zone_ctx(ctx->worst_limit);
     limit = ctx->worst_limit->burst ? (int64_t) ctx->worst_limit->burst
                                     : zone->count;
-    reset = (ctx->worst.reset_ms + 999) / 1000;
+    reset = (ctx->worst.reset + 999999) / 1000000;
 
     p = ngx_pnalloc(r->pool, 3 * NGX_INT64_LEN + 2 * zone->name.len + 64);
     if (p == NULL) {
@@ -1331,7 +1333,7 @@ ngx_http_crest_limit_reject(ngx_http_request_t *r,
     ngx_http_crest_limit_zone_t  *zone;
 
     zone = ngx_http_crest_limit_zone_ctx(limit);
-    retry = (res->retry_after_ms + 999) / 1000;
+    retry = (res->retry_after + 999999) / 1000000;
 
     if (retry < 1) {
         retry = 1;
@@ -1440,7 +1442,7 @@ ngx_http_crest_limit_handler(ngx_http_request_t *r)
             ctx->done = 0;
 
             if (ctx->redis_rc == NGX_OK) {
-                crest_gcra_from_used(ctx->redis.allowed, ctx->redis.reset_ms,
+                crest_gcra_from_used(ctx->redis.allowed, ctx->redis.reset,
                                      zone->interval, burst, limit->cost, &res);
 
                 if (zone->fallback) {

@@ -15,15 +15,15 @@ crest_gcra_from_used(int allowed, int64_t used, int64_t interval,
 
     res->allowed = allowed;
     res->remaining = used >= cap ? 0 : (cap - used) / interval;
-    res->reset_ms = used;
-    res->retry_after_ms = 0;
+    res->reset = used;
+    res->retry_after = 0;
 
     if (!allowed) {
         /* until enough has drained for this request to fit */
-        res->retry_after_ms = used + interval * cost - cap;
+        res->retry_after = used + interval * cost - cap;
 
-        if (res->retry_after_ms < 0) {
-            res->retry_after_ms = 0;
+        if (res->retry_after < 0) {
+            res->retry_after = 0;
         }
     }
 }

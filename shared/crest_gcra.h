@@ -14,16 +14,17 @@
 
 #include <stdint.h>
 
+/* Times are in one unit of the caller's choosing (Crest uses microseconds). */
 typedef struct {
     int       allowed;
     int64_t   remaining;        /* requests that would still pass now */
-    int64_t   reset_ms;         /* until the bucket is full again */
-    int64_t   retry_after_ms;   /* denied: until this request would pass */
+    int64_t   reset;            /* until the bucket is full again */
+    int64_t   retry_after;      /* denied: until this request would pass */
 } crest_gcra_result_t;
 
 /*
- * Decides one request of weight cost at time now (milliseconds, any epoch
- * as long as tat uses the same).  *tat is updated only when it passes.
+ * Decides one request of weight cost at time now (any epoch, as long as
+ * tat uses the same).  *tat is updated only when it passes.
  */
 void crest_gcra(int64_t now, int64_t *tat, int64_t interval, int64_t burst,
     int64_t cost, crest_gcra_result_t *res);
