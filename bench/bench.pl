@@ -43,6 +43,9 @@ my @scenarios = (
       token => 'good' },
     { name => 'JWT auth refused (401)',      path => '/bench/jwt',       baseline => $ceiling,
       token => 'bad', status => 401 },
+    # the cost of a rate limit: the same location, limited, per policy
+    (map { { name => "JWT + limit policy=$_", path => "/bench/limit-$_",
+             baseline => 'JWT auth + static answer', token => 'good' } } qw(local sync redis)),
 );
 
 my $t = Crest::Test->new(
@@ -50,8 +53,12 @@ my $t = Crest::Test->new(
     check_on_stop => 0,
     log_level     => 'warn',
     main_config   => 'thread_pool crest_hash threads=2;',
+    # limits high enough never to refuse: what is measured is their cost
     http_config   => 'access_log off;
-                      crest_auth_jwt_secret_file $TEST_NGINX_JWT_SECRET_FILE;',
+                      crest_auth_jwt_secret_file $TEST_NGINX_JWT_SECRET_FILE;
+                      crest_limit_zone zone=bl key=$crest_user_id rate=1000000r/s;
+                      crest_limit_zone zone=bs key=$crest_user_id rate=1000000r/s policy=sync;
+                      crest_limit_zone zone=br key=$crest_user_id rate=1000000r/s policy=redis;',
     config        => qq{
         include $conf;
         location = /bench/ceiling {
@@ -62,6 +69,9 @@ my $t = Crest::Test->new(
             crest_auth on;
             crest_health live;
         }
+        location = /bench/limit-local { crest_auth on; crest_limit zone=bl; crest_health live; }
+        location = /bench/limit-sync  { crest_auth on; crest_limit zone=bs; crest_health live; }
+        location = /bench/limit-redis { crest_auth on; crest_limit zone=br; crest_health live; }
     },
 );
 $t->start;
