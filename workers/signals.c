@@ -2,6 +2,7 @@
 #include <fcntl.h>
 #include <poll.h>
 #include <signal.h>
+#include <stdatomic.h>
 #include <stdio.h>
 #include <string.h>
 #include <unistd.h>
@@ -9,7 +10,9 @@
 #include "signals.h"
 
 
-static volatile sig_atomic_t  crest_stop_sig;
+/* read by every thread of the job runtime: a lock-free atomic, which a
+ * signal handler may also write */
+static atomic_int             crest_stop_sig;
 static int                    crest_wake[2] = { -1, -1 };
 
 
@@ -21,7 +24,7 @@ crest_signals_handler(int sig)
 
     saved_errno = errno;
 
-    crest_stop_sig = sig;
+    atomic_store(&crest_stop_sig, sig);
     c = 's';
 
     /* a full pipe already wakes the loop, so a failed write is fine */
@@ -70,14 +73,14 @@ crest_signals_init(char *err, size_t errlen)
 int
 crest_stop_requested(void)
 {
-    return crest_stop_sig != 0;
+    return atomic_load(&crest_stop_sig) != 0;
 }
 
 
 int
 crest_stop_signal(void)
 {
-    return crest_stop_sig;
+    return atomic_load(&crest_stop_sig);
 }
 
 

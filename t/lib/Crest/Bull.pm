@@ -64,10 +64,12 @@ sub worker_env {
     };
 }
 
-# start_worker($t, $name, %env) — crest-worker as spawned process $name.
+# start_worker($t, $name, %env) — crest-worker as spawned process $name
+# ($CREST_TEST_WORKER_BIN runs another build of it, e.g. with sanitizers).
 sub start_worker {
     my ($t, $name, %env) = @_;
-    return $t->spawn($name, ["$REPO/build/bin/crest-worker"],
+    my $bin = $ENV{CREST_TEST_WORKER_BIN} || "$REPO/build/bin/crest-worker";
+    return $t->spawn($name, [$bin],
                      env => worker_env($t, CREST_WORKER_NAME => $name, %env));
 }
 
