@@ -63,6 +63,12 @@ ngx_int_t ngx_crest_read_json_body(ngx_http_request_t *r,
 const char *ngx_crest_status_text(ngx_crest_status_e status);
 
 /*
+ * Finalizes a request that went asynchronous (from a backend callback or
+ * a thread's completion) and runs the requests that posted meanwhile.
+ */
+void ngx_crest_finalize(ngx_http_request_t *r, ngx_int_t rc);
+
+/*
  * Reads a small file at configuration time (a secret, a key) into the
  * configuration pool, trailing newlines cut.  name is resolved against the
  * prefix like any nginx path.

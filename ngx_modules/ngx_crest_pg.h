@@ -44,4 +44,18 @@ ngx_int_t ngx_crest_pg_bind(ngx_http_request_t *r, ngx_crest_pg_query_t *q);
 /* The error text of a failed result or of the pool, for logs. */
 const char *ngx_crest_pg_error(ngx_crest_status_e status, PGresult *res);
 
+/*
+ * A query for a content handler: queued, bound to r, and r watched for its
+ * client leaving.  Returns NGX_DONE (the handler will be called; the caller
+ * still owns r->main->count), or what sending the 503 answer returned when
+ * no connection can carry it, or an HTTP error.
+ */
+ngx_int_t ngx_crest_pg_request(ngx_http_request_t *r, const char *sql,
+    int nparams, const char **values, ngx_crest_pg_handler_pt handler,
+    void *data);
+
+/* Logs a failed query and answers 500 (the query failed) or 503. */
+ngx_int_t ngx_crest_pg_send_error(ngx_http_request_t *r,
+    ngx_crest_status_e status, PGresult *res);
+
 #endif /* _NGX_CREST_PG_H_INCLUDED_ */

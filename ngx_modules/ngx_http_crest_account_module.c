@@ -370,19 +370,6 @@ ngx_http_crest_account_invalid(ngx_http_request_t *r, const char *field,
 }
 
 
-/* Finalizes a request that went asynchronous, and runs what it posted. */
-static void
-ngx_http_crest_account_finish(ngx_http_request_t *r, ngx_int_t rc)
-{
-    ngx_connection_t  *c;
-
-    c = r->connection;
-
-    ngx_http_finalize_request(r, rc);
-    ngx_http_run_posted_requests(c);
-}
-
-
 static ngx_int_t
 ngx_http_crest_account_string(json_t *body, const char *key, ngx_str_t *out,
     ngx_pool_t *pool)
@@ -563,61 +550,6 @@ ngx_http_crest_account_session(ngx_http_request_t *r,
 }
 
 
-static ngx_int_t
-ngx_http_crest_account_query(ngx_http_request_t *r,
-    ngx_http_crest_account_ctx_t *ctx, const char *sql, int n,
-    const char **values, ngx_crest_pg_handler_pt handler)
-{
-    ngx_crest_pg_query_t  *q;
-
-    q = ngx_crest_pg_query(sql, n, values, NULL, 0, handler, ctx,
-                           r->connection->log);
-    if (q == NULL) {
-        return ngx_crest_send_error(r, NGX_HTTP_SERVICE_UNAVAILABLE,
-                                    CREST_ERR_SERVICE_UNAVAILABLE,
-                                    "the database is unavailable", NULL);
-    }
-
-    if (ngx_crest_pg_bind(r, q) != NGX_OK) {
-        return NGX_HTTP_INTERNAL_SERVER_ERROR;
-    }
-
-    /* a client that leaves is noticed, and the query detached */
-    r->read_event_handler = ngx_http_test_reading;
-
-    return NGX_DONE;
-}
-
-
-/* A backend call failed: the answer every step gives. */
-static ngx_int_t
-ngx_http_crest_account_backend_error(ngx_http_request_t *r,
-    ngx_crest_status_e status, PGresult *res)
-{
-    ngx_uint_t  level;
-
-    /* the macro does not parenthesize its level argument */
-    level = (status == NGX_CREST_FAILED) ? NGX_LOG_ERR : NGX_LOG_WARN;
-
-    ngx_log_error(level, r->connection->log, 0, "crest account: query %s: %s",
-                  ngx_crest_status_text(status),
-                  ngx_crest_pg_error(status, res));
-
-    if (status == NGX_CREST_FAILED) {
-        return ngx_crest_send_error(r, NGX_HTTP_INTERNAL_SERVER_ERROR,
-                                    CREST_ERR_INTERNAL_SERVER_ERROR,
-                                    "the request could not be completed",
-                                    NULL);
-    }
-
-    return ngx_crest_send_error(r, NGX_HTTP_SERVICE_UNAVAILABLE,
-                                CREST_ERR_SERVICE_UNAVAILABLE,
-                                status == NGX_CREST_TIMEOUT
-                                ? "the database timed out"
-                                : "the database is unavailable", NULL);
-}
-
-
 /* the password hash, on a thread */
 
 static void
@@ -785,12 +717,12 @@ ngx_http_crest_account_body(ngx_http_request_t *r, json_t *body)
         if (ctx->op == NGX_CREST_ACCOUNT_LOGOUT) {
             values[0] = ctx->refresh_hash;
 
-            rc = ngx_http_crest_account_query(r, ctx,
+            rc = ngx_crest_pg_request(r,
                 "UPDATE refresh_tokens SET revoked_at = now() "
                 "WHERE family_id IN (SELECT family_id FROM refresh_tokens "
                 "WHERE token_hash = decode($1, 'hex')) "
                 "AND revoked_at IS NULL",
-                1, values, ngx_http_crest_account_logout_done);
+                1, values, ngx_http_crest_account_logout_done, ctx);
 
             goto async;
         }
@@ -821,7 +753,7 @@ ngx_http_crest_account_body(ngx_http_request_t *r, json_t *body)
              * Spend the old token and issue its successor in one statement;
              * a token spent already, revoked or expired matches nothing.
              */
-            rc = ngx_http_crest_account_query(r, ctx,
+            rc = ngx_crest_pg_request(r,
                 "WITH old AS ("
                 "UPDATE refresh_tokens SET used_at = now() "
                 "WHERE token_hash = decode($1, 'hex') AND used_at IS NULL "
@@ -835,7 +767,7 @@ ngx_http_crest_account_body(ngx_http_request_t *r, json_t *body)
                 "RETURNING user_id) "
                 "SELECT " NGX_CREST_USER_COLUMNS " FROM users u "
                 "JOIN new ON new.user_id = u.id",
-                3, v, ngx_http_crest_account_refresh_done);
+                3, v, ngx_http_crest_account_refresh_done, ctx);
         }
 
         goto async;
@@ -902,10 +834,10 @@ ngx_http_crest_account_body(ngx_http_request_t *r, json_t *body)
 
         values[0] = ctx->email;
 
-        rc = ngx_http_crest_account_query(r, ctx,
+        rc = ngx_crest_pg_request(r,
             "SELECT " NGX_CREST_USER_COLUMNS ", u.password_hash "
             "FROM users u WHERE u.email = $1",
-            1, values, ngx_http_crest_account_login_found);
+            1, values, ngx_http_crest_account_login_found, ctx);
 
         goto async;
     }
@@ -969,14 +901,14 @@ ngx_http_crest_account_register_hashed(ngx_http_request_t *r)
         ngx_log_error(NGX_LOG_ERR, r->connection->log, 0,
                       "crest account: argon2 failed: %s",
                       argon2_error_message((int) ctx->thread_rc));
-        ngx_http_crest_account_finish(r, NGX_HTTP_INTERNAL_SERVER_ERROR);
+        ngx_crest_finalize(r, NGX_HTTP_INTERNAL_SERVER_ERROR);
         return;
     }
 
     hex = ngx_pnalloc(r->pool, SHA256_DIGEST_LENGTH * 2 + 1);
 
     if (hex == NULL || ngx_http_crest_account_new_refresh(ctx) != NGX_OK) {
-        ngx_http_crest_account_finish(r, NGX_HTTP_INTERNAL_SERVER_ERROR);
+        ngx_crest_finalize(r, NGX_HTTP_INTERNAL_SERVER_ERROR);
         return;
     }
 
@@ -989,7 +921,7 @@ ngx_http_crest_account_register_hashed(ngx_http_request_t *r)
     values[3] = hex;
     values[4] = ctx->ttl;
 
-    rc = ngx_http_crest_account_query(r, ctx,
+    rc = ngx_crest_pg_request(r,
         "WITH u AS ("
         "INSERT INTO users (email, name, password_hash) VALUES ($1, $2, $3) "
         "ON CONFLICT (email) DO NOTHING "
@@ -1002,10 +934,10 @@ ngx_http_crest_account_register_hashed(ngx_http_request_t *r)
         "to_char(u.created_at AT TIME ZONE 'UTC', "
         "'YYYY-MM-DD\"T\"HH24:MI:SS.MS\"Z\"') "
         "FROM u JOIN t ON t.user_id = u.id",
-        5, values, ngx_http_crest_account_register_done);
+        5, values, ngx_http_crest_account_register_done, ctx);
 
     if (rc != NGX_DONE) {
-        ngx_http_crest_account_finish(r, rc);
+        ngx_crest_finalize(r, rc);
     }
 }
 
@@ -1022,7 +954,7 @@ ngx_http_crest_account_register_done(void *data, ngx_crest_status_e status,
     r = ctx->request;
 
     if (status != NGX_CREST_OK) {
-        rc = ngx_http_crest_account_backend_error(r, status, res);
+        rc = ngx_crest_pg_send_error(r, status, res);
 
     } else if (PQntuples(res) == 0) {
         rc = ngx_crest_send_error(r, NGX_HTTP_CONFLICT, CREST_ERR_CONFLICT,
@@ -1036,7 +968,7 @@ ngx_http_crest_account_register_done(void *data, ngx_crest_status_e status,
         rc = ngx_http_crest_account_session(r, ctx, NGX_HTTP_CREATED);
     }
 
-    ngx_http_crest_account_finish(r, rc);
+    ngx_crest_finalize(r, rc);
 }
 
 
@@ -1056,8 +988,8 @@ ngx_http_crest_account_login_found(void *data, ngx_crest_status_e status,
     r = ctx->request;
 
     if (status != NGX_CREST_OK) {
-        ngx_http_crest_account_finish(r,
-                     ngx_http_crest_account_backend_error(r, status, res));
+        ngx_crest_finalize(r,
+                     ngx_crest_pg_send_error(r, status, res));
         return;
     }
 
@@ -1069,7 +1001,7 @@ ngx_http_crest_account_login_found(void *data, ngx_crest_status_e status,
 
         if (hash == NULL || ngx_http_crest_account_copy_user(ctx, res) != NGX_OK)
         {
-            ngx_http_crest_account_finish(r, NGX_HTTP_INTERNAL_SERVER_ERROR);
+            ngx_crest_finalize(r, NGX_HTTP_INTERNAL_SERVER_ERROR);
             return;
         }
 
@@ -1084,7 +1016,7 @@ ngx_http_crest_account_login_found(void *data, ngx_crest_status_e status,
                                      ngx_http_crest_account_login_checked);
 
     if (rc != NGX_DONE) {
-        ngx_http_crest_account_finish(r, rc);
+        ngx_crest_finalize(r, rc);
     }
 }
 
@@ -1113,7 +1045,7 @@ ngx_http_crest_account_login_checked(ngx_http_request_t *r)
         ngx_log_error(NGX_LOG_INFO, r->connection->log, 0,
                       "crest account: failed login");
 
-        ngx_http_crest_account_finish(r,
+        ngx_crest_finalize(r,
             ngx_crest_send_error(r, NGX_HTTP_UNAUTHORIZED,
                                  CREST_ERR_UNAUTHORIZED,
                                  "invalid email or password", NULL));
@@ -1123,7 +1055,7 @@ ngx_http_crest_account_login_checked(ngx_http_request_t *r)
     hex = ngx_pnalloc(r->pool, SHA256_DIGEST_LENGTH * 2 + 1);
 
     if (hex == NULL || ngx_http_crest_account_new_refresh(ctx) != NGX_OK) {
-        ngx_http_crest_account_finish(r, NGX_HTTP_INTERNAL_SERVER_ERROR);
+        ngx_crest_finalize(r, NGX_HTTP_INTERNAL_SERVER_ERROR);
         return;
     }
 
@@ -1134,14 +1066,14 @@ ngx_http_crest_account_login_checked(ngx_http_request_t *r)
     values[1] = hex;
     values[2] = ctx->ttl;
 
-    rc = ngx_http_crest_account_query(r, ctx,
+    rc = ngx_crest_pg_request(r,
         "INSERT INTO refresh_tokens (user_id, family_id, token_hash, "
         "expires_at) VALUES ($1, gen_random_uuid(), decode($2, 'hex'), "
         "now() + make_interval(secs => $3::int))",
-        3, values, ngx_http_crest_account_session_done);
+        3, values, ngx_http_crest_account_session_done, ctx);
 
     if (rc != NGX_DONE) {
-        ngx_http_crest_account_finish(r, rc);
+        ngx_crest_finalize(r, rc);
     }
 }
 
@@ -1158,13 +1090,13 @@ ngx_http_crest_account_session_done(void *data, ngx_crest_status_e status,
     r = ctx->request;
 
     if (status != NGX_CREST_OK) {
-        rc = ngx_http_crest_account_backend_error(r, status, res);
+        rc = ngx_crest_pg_send_error(r, status, res);
 
     } else {
         rc = ngx_http_crest_account_session(r, ctx, NGX_HTTP_OK);
     }
 
-    ngx_http_crest_account_finish(r, rc);
+    ngx_crest_finalize(r, rc);
 }
 
 
@@ -1183,8 +1115,8 @@ ngx_http_crest_account_refresh_done(void *data, ngx_crest_status_e status,
     r = ctx->request;
 
     if (status != NGX_CREST_OK) {
-        ngx_http_crest_account_finish(r,
-                     ngx_http_crest_account_backend_error(r, status, res));
+        ngx_crest_finalize(r,
+                     ngx_crest_pg_send_error(r, status, res));
         return;
     }
 
@@ -1193,7 +1125,7 @@ ngx_http_crest_account_refresh_done(void *data, ngx_crest_status_e status,
              ? ngx_http_crest_account_session(r, ctx, NGX_HTTP_OK)
              : NGX_HTTP_INTERNAL_SERVER_ERROR;
 
-        ngx_http_crest_account_finish(r, rc);
+        ngx_crest_finalize(r, rc);
         return;
     }
 
@@ -1203,15 +1135,15 @@ ngx_http_crest_account_refresh_done(void *data, ngx_crest_status_e status,
      */
     values[0] = ctx->refresh_hash;
 
-    rc = ngx_http_crest_account_query(r, ctx,
+    rc = ngx_crest_pg_request(r,
         "UPDATE refresh_tokens SET revoked_at = now() "
         "WHERE family_id IN (SELECT family_id FROM refresh_tokens "
         "WHERE token_hash = decode($1, 'hex') AND used_at IS NOT NULL) "
         "AND revoked_at IS NULL",
-        1, values, ngx_http_crest_account_reuse_done);
+        1, values, ngx_http_crest_account_reuse_done, ctx);
 
     if (rc != NGX_DONE) {
-        ngx_http_crest_account_finish(r, rc);
+        ngx_crest_finalize(r, rc);
     }
 }
 
@@ -1234,7 +1166,7 @@ ngx_http_crest_account_reuse_done(void *data, ngx_crest_status_e status,
                       "again; its session family is revoked");
     }
 
-    ngx_http_crest_account_finish(r,
+    ngx_crest_finalize(r,
         ngx_crest_send_error(r, NGX_HTTP_UNAUTHORIZED, CREST_ERR_UNAUTHORIZED,
                              "the refresh token is invalid or expired",
                              NULL));
@@ -1255,8 +1187,8 @@ ngx_http_crest_account_logout_done(void *data, ngx_crest_status_e status,
     r = ctx->request;
 
     if (status != NGX_CREST_OK) {
-        ngx_http_crest_account_finish(r,
-                     ngx_http_crest_account_backend_error(r, status, res));
+        ngx_crest_finalize(r,
+                     ngx_crest_pg_send_error(r, status, res));
         return;
     }
 
@@ -1270,7 +1202,7 @@ ngx_http_crest_account_logout_done(void *data, ngx_crest_status_e status,
         rc = ngx_crest_send_ok(r, NGX_HTTP_OK, &out, NULL);
     }
 
-    ngx_http_crest_account_finish(r, rc);
+    ngx_crest_finalize(r, rc);
 }
 
 
@@ -1319,17 +1251,17 @@ ngx_http_crest_account_user(ngx_http_request_t *r)
 
     if (r->method == NGX_HTTP_DELETE) {
         /* everything the user owns goes with the row (ON DELETE CASCADE) */
-        rc = ngx_http_crest_account_query(r, ctx,
+        rc = ngx_crest_pg_request(r,
             "DELETE FROM users u WHERE u.id = $1 RETURNING "
             "u.id, u.email, u.name, u.role, NULL, "
             "to_char(u.created_at AT TIME ZONE 'UTC', "
             "'YYYY-MM-DD\"T\"HH24:MI:SS.MS\"Z\"')",
-            1, values, ngx_http_crest_account_user_done);
+            1, values, ngx_http_crest_account_user_done, ctx);
 
     } else {
-        rc = ngx_http_crest_account_query(r, ctx,
+        rc = ngx_crest_pg_request(r,
             "SELECT " NGX_CREST_USER_COLUMNS " FROM users u WHERE u.id = $1",
-            1, values, ngx_http_crest_account_user_done);
+            1, values, ngx_http_crest_account_user_done, ctx);
     }
 
     if (rc == NGX_DONE) {
@@ -1355,21 +1287,21 @@ ngx_http_crest_account_user_done(void *data, ngx_crest_status_e status,
     r = ctx->request;
 
     if (status != NGX_CREST_OK) {
-        ngx_http_crest_account_finish(r,
-                     ngx_http_crest_account_backend_error(r, status, res));
+        ngx_crest_finalize(r,
+                     ngx_crest_pg_send_error(r, status, res));
         return;
     }
 
     if (PQntuples(res) == 0) {
         /* a valid token for an account deleted since */
-        ngx_http_crest_account_finish(r,
+        ngx_crest_finalize(r,
             ngx_crest_send_error(r, NGX_HTTP_NOT_FOUND, CREST_ERR_NOT_FOUND,
                                  "the account does not exist", NULL));
         return;
     }
 
     if (ngx_http_crest_account_copy_user(ctx, res) != NGX_OK) {
-        ngx_http_crest_account_finish(r, NGX_HTTP_INTERNAL_SERVER_ERROR);
+        ngx_crest_finalize(r, NGX_HTTP_INTERNAL_SERVER_ERROR);
         return;
     }
 
@@ -1382,7 +1314,7 @@ ngx_http_crest_account_user_done(void *data, ngx_crest_status_e status,
 
         rc = ngx_crest_auth_set_cookie(r, NULL, 0);
         if (rc != NGX_OK) {
-            ngx_http_crest_account_finish(r, rc);
+            ngx_crest_finalize(r, rc);
             return;
         }
 
@@ -1397,6 +1329,6 @@ ngx_http_crest_account_user_done(void *data, ngx_crest_status_e status,
         ngx_http_crest_account_user_json(&w, ctx->user);
     }
 
-    ngx_http_crest_account_finish(r, ngx_crest_send_ok(r, NGX_HTTP_OK, &out,
+    ngx_crest_finalize(r, ngx_crest_send_ok(r, NGX_HTTP_OK, &out,
                                                        NULL));
 }

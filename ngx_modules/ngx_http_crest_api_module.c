@@ -294,6 +294,19 @@ ngx_crest_send_error_meta(ngx_http_request_t *r, ngx_uint_t status,
 }
 
 
+void
+ngx_crest_finalize(ngx_http_request_t *r, ngx_int_t rc)
+{
+    ngx_connection_t  *c;
+
+    /* finalizing may free r: keep its connection for the posted requests */
+    c = r->connection;
+
+    ngx_http_finalize_request(r, rc);
+    ngx_http_run_posted_requests(c);
+}
+
+
 const char *
 ngx_crest_status_text(ngx_crest_status_e status)
 {

@@ -101,66 +101,19 @@ ngx_http_crest_api_keys(ngx_conf_t *cf, ngx_command_t *cmd, void *conf)
 }
 
 
-static void
-ngx_http_crest_apikey_finish(ngx_http_request_t *r, ngx_int_t rc)
-{
-    ngx_connection_t  *c;
-
-    c = r->connection;
-
-    ngx_http_finalize_request(r, rc);
-    ngx_http_run_posted_requests(c);
-}
-
-
 static ngx_int_t
 ngx_http_crest_apikey_query(ngx_http_crest_apikey_ctx_t *ctx, const char *sql,
     int n, const char **values, ngx_crest_pg_handler_pt handler)
 {
-    ngx_http_request_t    *r;
-    ngx_crest_pg_query_t  *q;
+    ngx_int_t  rc;
 
-    r = ctx->request;
+    rc = ngx_crest_pg_request(ctx->request, sql, n, values, handler, ctx);
 
-    q = ngx_crest_pg_query(sql, n, values, NULL, 0, handler, ctx,
-                           r->connection->log);
-    if (q == NULL) {
-        return ngx_crest_send_error(r, NGX_HTTP_SERVICE_UNAVAILABLE,
-                                    CREST_ERR_SERVICE_UNAVAILABLE,
-                                    "the database is unavailable", NULL);
+    if (rc == NGX_DONE) {
+        ctx->request->main->count++;
     }
 
-    if (ngx_crest_pg_bind(r, q) != NGX_OK) {
-        return NGX_HTTP_INTERNAL_SERVER_ERROR;
-    }
-
-    r->read_event_handler = ngx_http_test_reading;
-    r->main->count++;
-
-    return NGX_DONE;
-}
-
-
-static ngx_int_t
-ngx_http_crest_apikey_failed(ngx_http_request_t *r, ngx_crest_status_e status,
-    PGresult *res)
-{
-    ngx_uint_t  level;
-
-    /* the macro does not parenthesize its level argument */
-    level = (status == NGX_CREST_FAILED) ? NGX_LOG_ERR : NGX_LOG_WARN;
-
-    ngx_log_error(level, r->connection->log, 0, "crest api keys: query %s: %s",
-                  ngx_crest_status_text(status),
-                  ngx_crest_pg_error(status, res));
-
-    return ngx_crest_send_error(r, status == NGX_CREST_FAILED
-                                   ? NGX_HTTP_INTERNAL_SERVER_ERROR
-                                   : NGX_HTTP_SERVICE_UNAVAILABLE,
-                                status == NGX_CREST_FAILED
-                                ? CREST_ERR_INTERNAL_SERVER_ERROR
-                                : CREST_ERR_SERVICE_UNAVAILABLE,
-                                "the request could not be completed", NULL);
+    return rc;
 }
 
 
@@ -213,13 +166,13 @@ ngx_http_crest_apikey_created(void *data, ngx_crest_status_e status,
     r = ctx->request;
 
     if (status != NGX_CREST_OK) {
-        ngx_http_crest_apikey_finish(r,
-                           ngx_http_crest_apikey_failed(r, status, res));
+        ngx_crest_finalize(r,
+                           ngx_crest_pg_send_error(r, status, res));
         return;
     }
 
     if (PQntuples(res) == 0) {
-        ngx_http_crest_apikey_finish(r,
+        ngx_crest_finalize(r,
             ngx_crest_send_error(r, NGX_HTTP_CONFLICT, CREST_ERR_CONFLICT,
                                  "the key limit is reached: revoke a key first",
                                  NULL));
@@ -231,7 +184,7 @@ ngx_http_crest_apikey_created(void *data, ngx_crest_status_e status,
     crest_jw_init(&w, &out);
     ngx_http_crest_apikey_json(&w, res, 0, (const char *) ctx->key);
 
-    ngx_http_crest_apikey_finish(r,
+    ngx_crest_finalize(r,
                        ngx_crest_send_ok(r, NGX_HTTP_CREATED, &out, NULL));
 }
 
@@ -314,8 +267,8 @@ ngx_http_crest_apikey_listed(void *data, ngx_crest_status_e status,
     r = ctx->request;
 
     if (status != NGX_CREST_OK) {
-        ngx_http_crest_apikey_finish(r,
-                           ngx_http_crest_apikey_failed(r, status, res));
+        ngx_crest_finalize(r,
+                           ngx_crest_pg_send_error(r, status, res));
         return;
     }
 
@@ -334,7 +287,7 @@ ngx_http_crest_apikey_listed(void *data, ngx_crest_status_e status,
     crest_jw_arr_end(&w);
     crest_jw_obj_end(&w);
 
-    ngx_http_crest_apikey_finish(r, ngx_crest_send_ok(r, NGX_HTTP_OK, &out,
+    ngx_crest_finalize(r, ngx_crest_send_ok(r, NGX_HTTP_OK, &out,
                                                       NULL));
 }
 
@@ -354,13 +307,13 @@ ngx_http_crest_apikey_revoked(void *data, ngx_crest_status_e status,
     r = ctx->request;
 
     if (status != NGX_CREST_OK) {
-        ngx_http_crest_apikey_finish(r,
-                           ngx_http_crest_apikey_failed(r, status, res));
+        ngx_crest_finalize(r,
+                           ngx_crest_pg_send_error(r, status, res));
         return;
     }
 
     if (PQntuples(res) == 0) {
-        ngx_http_crest_apikey_finish(r,
+        ngx_crest_finalize(r,
             ngx_crest_send_error(r, NGX_HTTP_NOT_FOUND, CREST_ERR_NOT_FOUND,
                                  "no such API key", NULL));
         return;
@@ -375,7 +328,7 @@ ngx_http_crest_apikey_revoked(void *data, ngx_crest_status_e status,
     crest_buf_append(&out, PQgetvalue(res, 0, 0), PQgetlength(res, 0, 0));
     crest_buf_appends(&out, "\"}");
 
-    ngx_http_crest_apikey_finish(r, ngx_crest_send_ok(r, NGX_HTTP_OK, &out,
+    ngx_crest_finalize(r, ngx_crest_send_ok(r, NGX_HTTP_OK, &out,
                                                       NULL));
 }
 

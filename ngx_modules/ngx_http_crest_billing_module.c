@@ -164,43 +164,6 @@ ngx_http_crest_billing(ngx_conf_t *cf, ngx_command_t *cmd, void *conf)
 
 /* helpers */
 
-static void
-ngx_http_crest_billing_finish(ngx_http_request_t *r, ngx_int_t rc)
-{
-    ngx_connection_t  *c;
-
-    c = r->connection;
-
-    ngx_http_finalize_request(r, rc);
-    ngx_http_run_posted_requests(c);
-}
-
-
-static ngx_int_t
-ngx_http_crest_billing_backend_error(ngx_http_request_t *r,
-    ngx_crest_status_e status, PGresult *res)
-{
-    ngx_uint_t  level;
-
-    level = (status == NGX_CREST_FAILED) ? NGX_LOG_ERR : NGX_LOG_WARN;
-
-    ngx_log_error(level, r->connection->log, 0, "crest billing: query %s: %s",
-                  ngx_crest_status_text(status),
-                  ngx_crest_pg_error(status, res));
-
-    if (status == NGX_CREST_FAILED) {
-        return ngx_crest_send_error(r, NGX_HTTP_INTERNAL_SERVER_ERROR,
-                                    CREST_ERR_INTERNAL_SERVER_ERROR,
-                                    "the request could not be completed",
-                                    NULL);
-    }
-
-    return ngx_crest_send_error(r, NGX_HTTP_SERVICE_UNAVAILABLE,
-                                CREST_ERR_SERVICE_UNAVAILABLE,
-                                "the database is unavailable", NULL);
-}
-
-
 static ngx_int_t ngx_http_crest_billing_user_id(ngx_http_request_t *r,
     ngx_str_t *id);
 
@@ -383,7 +346,7 @@ ngx_http_crest_billing_usage_step(ngx_http_crest_billing_ctx_t *ctx)
 
     r = ctx->request;
 
-    ngx_http_crest_billing_finish(r,
+    ngx_crest_finalize(r,
                                ngx_http_crest_billing_usage_respond(r, ctx));
 }
 
@@ -561,18 +524,18 @@ ngx_http_crest_billing_plan_done(void *data, ngx_crest_status_e status,
     r = ctx->request;
 
     if (status != NGX_CREST_OK) {
-        ngx_http_crest_billing_finish(r,
-                    ngx_http_crest_billing_backend_error(r, status, res));
+        ngx_crest_finalize(r,
+                    ngx_crest_pg_send_error(r, status, res));
         return;
     }
 
     if (PQntuples(res) != 1 || PQnfields(res) != 4) {
-        ngx_http_crest_billing_finish(r, NGX_HTTP_INTERNAL_SERVER_ERROR);
+        ngx_crest_finalize(r, NGX_HTTP_INTERNAL_SERVER_ERROR);
         return;
     }
 
     if (PQgetvalue(res, 0, 0)[0] != 't') {
-        ngx_http_crest_billing_finish(r,
+        ngx_crest_finalize(r,
             ngx_crest_send_error(r, NGX_HTTP_NOT_FOUND, CREST_ERR_NOT_FOUND,
                                  "no such user", NULL));
         return;
@@ -583,7 +546,7 @@ ngx_http_crest_billing_plan_done(void *data, ngx_crest_status_e status,
         crest_buf_init(&b, &a);
         crest_buf_appends(&b, "{\"fields\":{\"plan\":\"is not a plan\"}}");
 
-        ngx_http_crest_billing_finish(r,
+        ngx_crest_finalize(r,
             ngx_crest_send_error(r, NGX_HTTP_BAD_REQUEST,
                                  CREST_ERR_VALIDATION_ERROR,
                                  "the request is not valid", &b));
@@ -613,7 +576,7 @@ ngx_http_crest_billing_plan_done(void *data, ngx_crest_status_e status,
 
     rc = ngx_crest_send_ok(r, NGX_HTTP_OK, &b, NULL);
 
-    ngx_http_crest_billing_finish(r, rc);
+    ngx_crest_finalize(r, rc);
 }
 
 

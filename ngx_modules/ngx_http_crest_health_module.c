@@ -261,7 +261,6 @@ static void
 ngx_http_crest_health_finish(ngx_http_crest_health_ctx_t *ctx,
     ngx_uint_t which, ngx_crest_status_e status, const char *error)
 {
-    ngx_connection_t               *c;
     ngx_http_request_t             *r;
     ngx_http_crest_health_check_t  *check;
 
@@ -275,11 +274,8 @@ ngx_http_crest_health_finish(ngx_http_crest_health_ctx_t *ctx,
     }
 
     r = ctx->request;
-    c = r->connection;
 
-    /* finalizing may free r: keep its connection for the posted requests */
-    ngx_http_finalize_request(r, ngx_http_crest_health_respond(r, ctx));
-    ngx_http_run_posted_requests(c);
+    ngx_crest_finalize(r, ngx_http_crest_health_respond(r, ctx));
 }
 
 

@@ -1215,3 +1215,56 @@ ngx_crest_pg_error(ngx_crest_status_e status, PGresult *res)
 
     return ngx_crest_status_text(status);
 }
+
+
+ngx_int_t
+ngx_crest_pg_request(ngx_http_request_t *r, const char *sql, int nparams,
+    const char **values, ngx_crest_pg_handler_pt handler, void *data)
+{
+    ngx_crest_pg_query_t  *q;
+
+    q = ngx_crest_pg_query(sql, nparams, values, NULL, 0, handler, data,
+                           r->connection->log);
+    if (q == NULL) {
+        return ngx_crest_send_error(r, NGX_HTTP_SERVICE_UNAVAILABLE,
+                                    CREST_ERR_SERVICE_UNAVAILABLE,
+                                    "the database is unavailable", NULL);
+    }
+
+    if (ngx_crest_pg_bind(r, q) != NGX_OK) {
+        return NGX_HTTP_INTERNAL_SERVER_ERROR;
+    }
+
+    /* a client that leaves is noticed, and the query detached */
+    r->read_event_handler = ngx_http_test_reading;
+
+    return NGX_DONE;
+}
+
+
+ngx_int_t
+ngx_crest_pg_send_error(ngx_http_request_t *r, ngx_crest_status_e status,
+    PGresult *res)
+{
+    ngx_uint_t  level;
+
+    /* the macro does not parenthesize its level argument */
+    level = (status == NGX_CREST_FAILED) ? NGX_LOG_ERR : NGX_LOG_WARN;
+
+    ngx_log_error(level, r->connection->log, 0, "crest pg: query %s: %s",
+                  ngx_crest_status_text(status),
+                  ngx_crest_pg_error(status, res));
+
+    if (status == NGX_CREST_FAILED) {
+        return ngx_crest_send_error(r, NGX_HTTP_INTERNAL_SERVER_ERROR,
+                                    CREST_ERR_INTERNAL_SERVER_ERROR,
+                                    "the request could not be completed",
+                                    NULL);
+    }
+
+    return ngx_crest_send_error(r, NGX_HTTP_SERVICE_UNAVAILABLE,
+                                CREST_ERR_SERVICE_UNAVAILABLE,
+                                status == NGX_CREST_TIMEOUT
+                                ? "the database timed out"
+                                : "the database is unavailable", NULL);
+}
