@@ -464,6 +464,22 @@ crest_bullmq_add_op(const crest_bullmq_opts_t *o)
 }
 
 
+const char *
+crest_bullmq_add_script(const crest_bullmq_opts_t *o)
+{
+    return crest_bullmq_op_script(crest_bullmq_add_op(o));
+}
+
+
+int
+crest_bullmq_add_keys(crest_bullmq_keys_t *k, crest_buf_t *b,
+    const char *prefix, const char *queue, const crest_bullmq_opts_t *o)
+{
+    return crest_bullmq_keys(k, b, prefix, queue, crest_bullmq_add_op(o), NULL,
+                             NULL);
+}
+
+
 static void
 crest_bq_w_keep_value(crest_bq_w_t *w, const crest_bullmq_keep_t *k)
 {

@@ -24,14 +24,15 @@
  *
  *     crest_bullmq_opts_init(&o);
  *     o.job_id = row_uuid;  o.attempts = 3;
- *     op = crest_bullmq_add_op(&o);          // addStandardJob/Delayed/Prioritized
- *     crest_bullmq_keys(&k, &keys, "bull", "media", op, NULL, NULL);
+ *     crest_bullmq_add_keys(&k, &keys, "bull", "media", &o);     // KEYS
  *     crest_bullmq_pack_add_args(&args, "bull", "media", o.job_id, "download",
  *                                now_ms, NULL);                    // ARGV[1]
  *     crest_bullmq_pack_opts(&opts, &o);                           // ARGV[3]
- *     s = crest_bullmq_script_find(crest_bullmq_op_script(op));
+ *     s = crest_bullmq_script_find(crest_bullmq_add_script(&o));
  *     EVALSHA s->sha1 k.n k.key[0..n) args data_json opts
  *     (on a NOSCRIPT error: SCRIPT LOAD s->lua, then EVALSHA again)
+ *
+ * where ARGV[2], data_json, is the job's data as JSON text, stored as is.
  *
  * The reply is the job id (a string or an integer); a custom id that exists
  * already is not added again and its id is returned.
@@ -194,8 +195,15 @@ int crest_bullmq_opts_from_json(crest_bullmq_opts_t *o, const json_t *obj,
 /* Node's checks on a custom job id: not "0", not an integer, no ':' unless
  * "a:b:c".  0 or -1 with a message. */
 int crest_bullmq_check_job_id(const char *id, char *err, size_t errlen);
-/* Which add script the options call for. */
+/* Which add script the options call for: a delay > 0 addDelayedJob, else
+ * a priority addPrioritizedJob, else addStandardJob (as Queue.add). */
 crest_bullmq_op_t crest_bullmq_add_op(const crest_bullmq_opts_t *o);
+/* Its name, for crest_bullmq_script_find(). */
+const char *crest_bullmq_add_script(const crest_bullmq_opts_t *o);
+/* Its KEYS: crest_bullmq_keys() for crest_bullmq_add_op(o); 9, 6 or 9, or
+ * -1. */
+int crest_bullmq_add_keys(crest_bullmq_keys_t *k, crest_buf_t *b,
+    const char *prefix, const char *queue, const crest_bullmq_opts_t *o);
 /* ARGV[3] of the add scripts. */
 int crest_bullmq_pack_opts(crest_buf_t *b, const crest_bullmq_opts_t *o);
 /* The same object as JSON, what JSON.stringify gives in Node. */

@@ -184,6 +184,17 @@ test_pack(void)
            "\"timestamp\":1700000000000}", "the same as JSON.stringify");
 
     is_int(crest_bullmq_add_op(&o), CREST_BQ_ADD_DELAYED, "delay wins");
+    is_str(crest_bullmq_add_script(&o), "addDelayedJob", "addDelayedJob");
+    {
+        crest_bullmq_keys_t  k;
+        crest_buf_t          kb;
+
+        crest_buf_init(&kb, &crest_malloc_allocator);
+        is_int(crest_bullmq_add_keys(&k, &kb, "bull", "q", &o), 6,
+               "addDelayedJob takes 6 keys");
+        is_str(k.key[3], "bull:q:delayed", "the delayed set");
+        crest_buf_free(&kb);
+    }
     o.delay = 0;
     is_int(crest_bullmq_add_op(&o), CREST_BQ_ADD_PRIORITIZED, "then priority");
     o.priority = 0;
