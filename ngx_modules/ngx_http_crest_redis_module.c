@@ -425,7 +425,8 @@ ngx_crest_redis_connect(ngx_crest_redis_conn_t *rc)
     rmcf = ngx_crest_redis_pool.conf;
 
     if (rmcf->port) {
-        /* a numeric address: hiredis' getaddrinfo() does no lookup */
+        /* a numeric address (resolved at configuration time): hiredis
+         * parses it without any lookup on the event loop */
         ac = redisAsyncConnect(rmcf->host, rmcf->port);
 
     } else {
