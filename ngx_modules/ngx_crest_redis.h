@@ -30,6 +30,26 @@ ngx_crest_redis_cmd_t *ngx_crest_redis_command(int argc, const char **argv,
     const size_t *argvlen, ngx_msec_t timeout,
     ngx_crest_redis_handler_pt handler, void *data, ngx_log_t *log);
 
+/* A Lua script known by its SHA1, computed once by ngx_crest_redis_script_init. */
+typedef struct {
+    const char                  *lua;
+    size_t                       len;
+    char                         sha[41];
+} ngx_crest_redis_script_t;
+
+void ngx_crest_redis_script_init(ngx_crest_redis_script_t *script,
+    const char *lua, size_t len);
+
+/*
+ * Runs a script with EVALSHA; when Redis answers NOSCRIPT (restarted, or
+ * its scripts flushed) it is sent once more with EVAL, unseen by handler.
+ * args are "numkeys, keys..., argv..." as after the script in EVAL.
+ */
+ngx_crest_redis_cmd_t *ngx_crest_redis_script(
+    const ngx_crest_redis_script_t *script, int argc, const char **argv,
+    const size_t *argvlen, ngx_msec_t timeout,
+    ngx_crest_redis_handler_pt handler, void *data, ngx_log_t *log);
+
 void ngx_crest_redis_cancel(ngx_crest_redis_cmd_t *cmd);
 ngx_int_t ngx_crest_redis_bind(ngx_http_request_t *r,
     ngx_crest_redis_cmd_t *cmd);

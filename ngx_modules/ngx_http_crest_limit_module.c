@@ -253,6 +253,8 @@ static ngx_str_t  ngx_http_crest_limit_status_var = ngx_string("crest_limit_stat
 
 static ngx_event_t  ngx_http_crest_limit_sync_event;
 
+static ngx_crest_redis_script_t  ngx_http_crest_limit_script;
+
 
 /* configuration */
 
@@ -760,6 +762,10 @@ ngx_http_crest_limit_init(ngx_conf_t *cf)
     ngx_http_handler_pt        *h;
     ngx_http_core_main_conf_t  *cmcf;
 
+    ngx_crest_redis_script_init(&ngx_http_crest_limit_script,
+                                ngx_http_crest_limit_lua,
+                                sizeof(ngx_http_crest_limit_lua) - 1);
+
     cmcf = ngx_http_conf_get_module_main_conf(cf, ngx_http_core_module);
 
     h = ngx_array_push(&cmcf->phases[NGX_HTTP_PREACCESS_PHASE].handlers);
@@ -949,8 +955,8 @@ ngx_http_crest_limit_redis(ngx_http_request_t *r,
     ngx_http_crest_limit_t *limit, int64_t burst)
 {
     u_char                 *key;
-    const char             *argv[8];
-    size_t                  argvlen[8];
+    const char             *argv[6];
+    size_t                  argvlen[6];
     u_char                  interval[NGX_INT64_LEN], b[NGX_INT64_LEN];
     u_char                  cost[NGX_INT64_LEN];
     ngx_crest_redis_cmd_t  *cmd;
@@ -961,33 +967,24 @@ ngx_http_crest_limit_redis(ngx_http_request_t *r,
         return NGX_ERROR;
     }
 
-    argv[0] = "EVAL";
-    argv[1] = ngx_http_crest_limit_lua;
-    argv[2] = "1";
-    argv[3] = (const char *) key;
-    argv[4] = (const char *) interval;
-    argv[5] = (const char *) b;
-    argv[6] = (const char *) cost;
+    argv[0] = "1";
+    argv[1] = (const char *) key;
+    argv[2] = (const char *) interval;
+    argv[3] = (const char *) b;
+    argv[4] = (const char *) cost;
+    argv[5] = "1";
 
-    argvlen[0] = 4;
-    argvlen[1] = sizeof(ngx_http_crest_limit_lua) - 1;
-    argvlen[2] = 1;
-    argvlen[3] = ngx_sprintf(key, "crest:rl:%V:%V", &zone->name, &ctx->key)
+    argvlen[0] = 1;
+    argvlen[1] = ngx_sprintf(key, "crest:rl:%V:%V", &zone->name, &ctx->key)
                  - key;
-    argvlen[4] = ngx_sprintf(interval, "%L", zone->interval) - interval;
-    argvlen[5] = ngx_sprintf(b, "%L", burst) - b;
-    argvlen[6] = ngx_sprintf(cost, "%ui", limit->cost) - cost;
+    argvlen[2] = ngx_sprintf(interval, "%L", zone->interval) - interval;
+    argvlen[3] = ngx_sprintf(b, "%L", burst) - b;
+    argvlen[4] = ngx_sprintf(cost, "%ui", limit->cost) - cost;
+    argvlen[5] = 1;
 
-    argv[7] = "1";
-    argvlen[7] = 1;
-
-    /*
-     * EVAL of a constant script: Redis caches it by its SHA1 after the
-     * first call, and the text is a few hundred bytes on a local link.
-     */
-    cmd = ngx_crest_redis_command(8, argv, argvlen, 0,
-                                  ngx_http_crest_limit_redis_done, ctx,
-                                  r->connection->log);
+    cmd = ngx_crest_redis_script(&ngx_http_crest_limit_script, 6, argv,
+                                 argvlen, 0, ngx_http_crest_limit_redis_done,
+                                 ctx, r->connection->log);
 
     if (cmd == NULL) {
         return NGX_DECLINED;
@@ -1063,8 +1060,8 @@ ngx_http_crest_limit_sync_zone(ngx_http_crest_limit_zone_t *zone)
     u_char                        interval[NGX_INT64_LEN];
     u_char                        cost[NGX_INT64_LEN], *p;
     uint32_t                      pending;
-    const char                   *argv[8];
-    size_t                        argvlen[8];
+    const char                   *argv[6];
+    size_t                        argvlen[6];
     ngx_queue_t                  *q;
     ngx_http_crest_limit_node_t  *ln;
     ngx_http_crest_limit_sync_t  *s;
@@ -1105,28 +1102,24 @@ ngx_http_crest_limit_sync_zone(ngx_http_crest_limit_zone_t *zone)
 
         p = s->key.data + s->key.len;
 
-        argv[0] = "EVAL";
-        argv[1] = ngx_http_crest_limit_lua;
-        argv[2] = "1";
-        argv[3] = (const char *) p;
-        argv[4] = (const char *) interval;
-        argv[5] = "1";
-        argv[6] = (const char *) cost;
-        argv[7] = "0";
+        argv[0] = "1";
+        argv[1] = (const char *) p;
+        argv[2] = (const char *) interval;
+        argv[3] = "1";
+        argv[4] = (const char *) cost;
+        argv[5] = "0";
 
-        argvlen[0] = 4;
-        argvlen[1] = sizeof(ngx_http_crest_limit_lua) - 1;
-        argvlen[2] = 1;
-        argvlen[3] = ngx_sprintf(p, "crest:rl:%V:%V", &zone->name, &s->key)
+        argvlen[0] = 1;
+        argvlen[1] = ngx_sprintf(p, "crest:rl:%V:%V", &zone->name, &s->key)
                      - p;
-        argvlen[4] = ngx_sprintf(interval, "%L", zone->interval) - interval;
+        argvlen[2] = ngx_sprintf(interval, "%L", zone->interval) - interval;
+        argvlen[3] = 1;
+        argvlen[4] = ngx_sprintf(cost, "%uD", pending) - cost;
         argvlen[5] = 1;
-        argvlen[6] = ngx_sprintf(cost, "%uD", pending) - cost;
-        argvlen[7] = 1;
 
-        if (ngx_crest_redis_command(8, argv, argvlen, 0,
-                                    ngx_http_crest_limit_sync_done, s,
-                                    ngx_cycle->log)
+        if (ngx_crest_redis_script(&ngx_http_crest_limit_script, 6, argv,
+                                   argvlen, 0, ngx_http_crest_limit_sync_done,
+                                   s, ngx_cycle->log)
             == NULL)
         {
             ngx_free(s);

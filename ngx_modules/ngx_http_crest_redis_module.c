@@ -8,6 +8,8 @@
  * and the connection is reopened with backoff.
  */
 
+#include <openssl/sha.h>
+
 #include "ngx_crest_redis.h"
 
 
@@ -53,6 +55,20 @@ struct ngx_crest_redis_cmd_s {
 };
 
 
+/* an EVALSHA in flight: what EVAL needs should Redis not know the script */
+typedef struct {
+    const ngx_crest_redis_script_t  *script;
+    ngx_crest_redis_handler_pt       handler;
+    void                            *data;
+    ngx_crest_redis_cmd_t           *cmd;       /* the command in flight */
+    ngx_msec_t                       timeout;
+    ngx_log_t                       *log;
+    int                              argc;
+    const char                     **argv;
+    size_t                          *argvlen;
+} ngx_crest_redis_eval_t;
+
+
 typedef struct {
     ngx_http_crest_redis_main_conf_t  *conf;
     ngx_crest_redis_conn_t            *conns;
@@ -89,6 +105,8 @@ static void ngx_crest_redis_setup_reply(redisAsyncContext *ac, void *r,
 static void ngx_crest_redis_reply(redisAsyncContext *ac, void *r,
     void *privdata);
 static void ngx_crest_redis_cmd_timeout(ngx_event_t *ev);
+static void ngx_crest_redis_eval_done(void *data, ngx_crest_status_e status,
+    redisReply *reply);
 static void ngx_crest_redis_request_cleanup(void *data);
 
 
@@ -828,7 +846,10 @@ ngx_crest_redis_reply(redisAsyncContext *ac, void *r, void *privdata)
 
     handler = cmd->handler;
 
-    if (handler && ngx_crest_redis_pool.conf) {
+    /* the script wrapper always runs: it owns state to free */
+    if (handler
+        && (ngx_crest_redis_pool.conf || handler == ngx_crest_redis_eval_done))
+    {
         if (reply == NULL) {
             status = NGX_CREST_UNAVAILABLE;
 
@@ -878,11 +899,22 @@ ngx_crest_redis_cmd_timeout(ngx_event_t *ev)
 void
 ngx_crest_redis_cancel(ngx_crest_redis_cmd_t *cmd)
 {
+    ngx_crest_redis_eval_t  *ev;
+
     /*
      * The reply still arrives and frees cmd, and the deadline stays armed;
      * both outlive the request, so they must not log through its log.
+     * A script's wrapper keeps running (it frees its state), silenced.
      */
-    cmd->handler = NULL;
+    if (cmd->handler == ngx_crest_redis_eval_done) {
+        ev = cmd->data;
+        ev->handler = NULL;
+        ev->log = ngx_cycle->log;
+
+    } else {
+        cmd->handler = NULL;
+    }
+
     cmd->timer.log = ngx_cycle->log;
 
     if (cmd->slot) {
@@ -921,4 +953,152 @@ ngx_crest_redis_bind(ngx_http_request_t *r, ngx_crest_redis_cmd_t *cmd)
     cln->handler = ngx_crest_redis_request_cleanup;
 
     return NGX_OK;
+}
+
+
+/* scripts */
+
+void
+ngx_crest_redis_script_init(ngx_crest_redis_script_t *script, const char *lua,
+    size_t len)
+{
+    u_char  digest[SHA_DIGEST_LENGTH];
+
+    script->lua = lua;
+    script->len = len;
+
+    SHA1((const u_char *) lua, len, digest);
+    ngx_hex_dump((u_char *) script->sha, digest, sizeof(digest));
+    script->sha[40] = '\0';
+}
+
+
+static ngx_crest_redis_cmd_t *
+ngx_crest_redis_eval_send(ngx_crest_redis_eval_t *ev, ngx_uint_t whole);
+
+
+static void
+ngx_crest_redis_eval_done(void *data, ngx_crest_status_e status,
+    redisReply *reply)
+{
+    ngx_crest_redis_eval_t  *ev = data;
+
+    ngx_crest_redis_cmd_t   *cmd, **slot;
+
+    if (status == NGX_CREST_FAILED && ev->argv && ngx_crest_redis_pool.conf
+        && reply->len >= 8 && ngx_strncmp(reply->str, "NOSCRIPT", 8) == 0)
+    {
+        /* the request's binding, which the reply has just cleared */
+        slot = ev->cmd->slot;
+
+        /* Redis does not know it (yet, or any more): send it whole once */
+        cmd = ngx_crest_redis_eval_send(ev, 1);
+
+        if (cmd) {
+            ev->cmd = cmd;
+
+            if (slot && ev->handler) {
+                cmd->slot = slot;
+                *slot = cmd;
+            }
+
+            return;
+        }
+
+        status = NGX_CREST_UNAVAILABLE;
+        reply = NULL;
+    }
+
+    if (ev->handler && ngx_crest_redis_pool.conf) {
+        ev->handler(ev->data, status, reply);
+    }
+
+    ngx_free(ev);
+}
+
+
+static ngx_crest_redis_cmd_t *
+ngx_crest_redis_eval_send(ngx_crest_redis_eval_t *ev, ngx_uint_t whole)
+{
+    int                     i;
+    const char             *argv[32];
+    size_t                  argvlen[32];
+    ngx_crest_redis_cmd_t  *cmd;
+
+    argv[0] = whole ? "EVAL" : "EVALSHA";
+    argvlen[0] = whole ? 4 : 7;
+    argv[1] = whole ? ev->script->lua : ev->script->sha;
+    argvlen[1] = whole ? ev->script->len : 40;
+
+    for (i = 0; i < ev->argc; i++) {
+        argv[i + 2] = ev->argv[i];
+        argvlen[i + 2] = ev->argvlen[i];
+    }
+
+    cmd = ngx_crest_redis_command(ev->argc + 2, argv, argvlen, ev->timeout,
+                                  ngx_crest_redis_eval_done, ev, ev->log);
+
+    if (whole) {
+        /* one retry only: the arguments are not needed again */
+        ev->argv = NULL;
+    }
+
+    return cmd;
+}
+
+
+ngx_crest_redis_cmd_t *
+ngx_crest_redis_script(const ngx_crest_redis_script_t *script, int argc,
+    const char **argv, const size_t *argvlen, ngx_msec_t timeout,
+    ngx_crest_redis_handler_pt handler, void *data, ngx_log_t *log)
+{
+    int                      i;
+    u_char                  *p;
+    size_t                   size;
+    ngx_crest_redis_eval_t  *ev;
+
+    if (argc > 30) {
+        return NULL;
+    }
+
+    /* one block: the state, the vectors, then copies of the arguments */
+    size = sizeof(ngx_crest_redis_eval_t)
+           + argc * (sizeof(char *) + sizeof(size_t));
+
+    for (i = 0; i < argc; i++) {
+        size += argvlen[i];
+    }
+
+    ev = ngx_alloc(size, log);
+    if (ev == NULL) {
+        return NULL;
+    }
+
+    ev->script = script;
+    ev->handler = handler;
+    ev->data = data;
+    ev->timeout = timeout;
+    ev->log = log;
+    ev->argc = argc;
+
+    p = (u_char *) (ev + 1);
+    ev->argv = (const char **) p;
+    p += argc * sizeof(char *);
+    ev->argvlen = (size_t *) p;
+    p += argc * sizeof(size_t);
+
+    for (i = 0; i < argc; i++) {
+        ev->argv[i] = (const char *) p;
+        ev->argvlen[i] = argvlen[i];
+        p = ngx_cpymem(p, argv[i], argvlen[i]);
+    }
+
+    ev->cmd = ngx_crest_redis_eval_send(ev, 0);
+
+    if (ev->cmd == NULL) {
+        ngx_free(ev);
+        return NULL;
+    }
+
+    return ev->cmd;
 }

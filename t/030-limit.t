@@ -72,6 +72,14 @@ sub exactly_n {
 exactly_n('/local', 5, 'local');
 exactly_n('/redis', 5, 'redis');
 
+# Redis forgets its scripts (a restart, SCRIPT FLUSH): EVALSHA's NOSCRIPT
+# is answered by sending the script whole, unseen by the request
+$t->redis_cli('SCRIPT', 'FLUSH');
+is($t->redis_cli('SCRIPT', 'EXISTS', '0' x 40), "0", 'scripts flushed');
+my $again = $t->http(GET => '/redis');
+is($again->{status}, 429, 'after SCRIPT FLUSH the limit still holds');
+is($again->{json}{error}{code}, 'RATE_LIMITED', 'and answers RATE_LIMITED');
+
 # --- burst and cost
 my @st = map { $t->http(GET => '/burst')->{status} } 1 .. 4;
 is_deeply(\@st, [200, 200, 200, 429], 'burst=3: three at once, then one a second');
@@ -127,6 +135,13 @@ my $end = time + 3;
 my $back;
 do { $back = $t->http(GET => '/deny'); sleep 0.1 } while $back->{status} == 503 && time < $end;
 is($back->{status}, 200, 'limits resume on Redis when it returns');
+# each worker logs its own recovery when it next uses the zone it had seen
+# fail; requests land on either worker, so keep asking for a while
+$end = time + 3;
+until ($t->error_log =~ /uses redis again/ || time > $end) {
+    $t->http(GET => $_) for qw(/deny /redis /allow);
+    sleep 0.05;
+}
 like($t->error_log, qr/uses redis again/, 'and say so');
 
 $t->stop;
