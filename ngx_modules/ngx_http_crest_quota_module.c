@@ -94,7 +94,6 @@ typedef struct {
 
     unsigned                   pending:1;
     unsigned                   seeded:1;    /* run the seeding variant */
-    unsigned                   use_eval:1;  /* Redis lost the script */
     unsigned                   checked:1;   /* limit and current known */
     unsigned                   taken:1;     /* a unit to give back */
     unsigned                   persisted:1; /* PG has, or may have, it */
@@ -240,7 +239,8 @@ static char  ngx_crest_quota_give_back_lua[] =
     "redis.call('SET', KEYS[1], n, 'KEEPTTL')\n"
     "return n\n";
 
-static u_char  ngx_crest_quota_take_sha[SHA_DIGEST_LENGTH * 2 + 1];
+static ngx_crest_redis_script_t  ngx_crest_quota_take_script;
+static ngx_crest_redis_script_t  ngx_crest_quota_give_back_script;
 
 
 static ngx_str_t  ngx_http_crest_quota_remaining_name =
@@ -401,15 +401,15 @@ ngx_http_crest_quota_add_variables(ngx_conf_t *cf)
 static ngx_int_t
 ngx_http_crest_quota_init(ngx_conf_t *cf)
 {
-    u_char                      digest[SHA_DIGEST_LENGTH];
     ngx_http_handler_pt        *h;
     ngx_http_core_main_conf_t  *cmcf;
 
-    /* EVALSHA names the script by this */
-    SHA1((u_char *) ngx_crest_quota_take_lua,
-         sizeof(ngx_crest_quota_take_lua) - 1, digest);
-    ngx_hex_dump(ngx_crest_quota_take_sha, digest, sizeof(digest));
-    ngx_crest_quota_take_sha[SHA_DIGEST_LENGTH * 2] = '\0';
+    ngx_crest_redis_script_init(&ngx_crest_quota_take_script,
+                                ngx_crest_quota_take_lua,
+                                sizeof(ngx_crest_quota_take_lua) - 1);
+    ngx_crest_redis_script_init(&ngx_crest_quota_give_back_script,
+                                ngx_crest_quota_give_back_lua,
+                                sizeof(ngx_crest_quota_give_back_lua) - 1);
 
     cmcf = ngx_http_conf_get_module_main_conf(cf, ngx_http_core_module);
 
@@ -850,14 +850,6 @@ ngx_http_crest_quota_take_done(void *data, ngx_crest_status_e status,
 
     long long  verdict;
 
-    if (status == NGX_CREST_FAILED && reply && !ctx->use_eval
-        && reply->len >= 8 && ngx_strncmp(reply->str, "NOSCRIPT", 8) == 0)
-    {
-        /* Redis restarted or its scripts were flushed: send it whole */
-        ctx->use_eval = 1;
-        goto resume;
-    }
-
     if (status == NGX_CREST_OK
         && (reply->type != REDIS_REPLY_ARRAY || reply->elements != 2
             || reply->element[0]->type != REDIS_REPLY_INTEGER
@@ -920,19 +912,6 @@ ngx_http_crest_quota_take(ngx_http_request_t *r,
 
     argc = 0;
 
-    if (ctx->use_eval) {
-        argv[argc] = "EVAL";
-        argvlen[argc++] = 4;
-        argv[argc] = ngx_crest_quota_take_lua;
-        argvlen[argc++] = sizeof(ngx_crest_quota_take_lua) - 1;
-
-    } else {
-        argv[argc] = "EVALSHA";
-        argvlen[argc++] = 7;
-        argv[argc] = (char *) ngx_crest_quota_take_sha;
-        argvlen[argc++] = SHA_DIGEST_LENGTH * 2;
-    }
-
     argv[argc] = "1";
     argvlen[argc++] = 1;
     argv[argc] = (char *) ctx->key;
@@ -957,9 +936,9 @@ ngx_http_crest_quota_take(ngx_http_request_t *r,
     }
 
     /* hiredis copies the arguments into its output buffer at once */
-    cmd = ngx_crest_redis_command(argc, argv, argvlen, 0,
-                                  ngx_http_crest_quota_take_done, ctx,
-                                  r->connection->log);
+    cmd = ngx_crest_redis_script(&ngx_crest_quota_take_script, argc, argv,
+                                 argvlen, 0, ngx_http_crest_quota_take_done,
+                                 ctx, r->connection->log);
     if (cmd == NULL) {
         ngx_http_crest_quota_fail(ctx, NGX_CREST_QUOTA_REDIS,
                                   NGX_CREST_UNAVAILABLE, NULL);
@@ -1438,8 +1417,8 @@ static void
 ngx_http_crest_quota_give_back(ngx_http_crest_quota_ctx_t *ctx)
 {
     u_char                  cost[NGX_INT_T_LEN + 1];
-    size_t                  argvlen[5];
-    const char             *argv[5], *values[4];
+    size_t                  argvlen[3];
+    const char             *argv[3], *values[4];
     ngx_crest_redis_cmd_t  *cmd;
     ngx_crest_pg_query_t   *q;
 
@@ -1455,21 +1434,17 @@ ngx_http_crest_quota_give_back(ngx_http_crest_quota_ctx_t *ctx)
                    "crest quota: giving back %i %V of %V", ctx->cost,
                    &ngx_crest_quota_types[ctx->type], &ctx->user_id);
 
-    /* rare enough that the whole script is sent: no state to keep */
-    argv[0] = "EVAL";
-    argvlen[0] = 4;
-    argv[1] = ngx_crest_quota_give_back_lua;
-    argvlen[1] = sizeof(ngx_crest_quota_give_back_lua) - 1;
-    argv[2] = "1";
-    argvlen[2] = 1;
-    argv[3] = (const char *) ctx->key;
-    argvlen[3] = ctx->key_len;
-    argv[4] = (const char *) cost;
-    argvlen[4] = ngx_strlen(cost);
+    argv[0] = "1";
+    argvlen[0] = 1;
+    argv[1] = (const char *) ctx->key;
+    argvlen[1] = ctx->key_len;
+    argv[2] = (const char *) cost;
+    argvlen[2] = ngx_strlen(cost);
 
-    cmd = ngx_crest_redis_command(5, argv, argvlen, 0,
-                                  ngx_http_crest_quota_give_back_redis_done,
-                                  NULL, ngx_cycle->log);
+    cmd = ngx_crest_redis_script(&ngx_crest_quota_give_back_script, 3, argv,
+                                 argvlen, 0,
+                                 ngx_http_crest_quota_give_back_redis_done,
+                                 NULL, ngx_cycle->log);
     if (cmd == NULL) {
         ngx_http_crest_quota_backend(NGX_CREST_QUOTA_REDIS,
                                      NGX_CREST_UNAVAILABLE, NULL);
