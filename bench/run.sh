@@ -3,4 +3,5 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 command -v wrk >/dev/null || { echo "bench: wrk is missing (make deps)" >&2; exit 1; }
-exec perl bench/bench.pl "$@"
+perl bench/bench.pl "$@"
+perl bench/workers.pl

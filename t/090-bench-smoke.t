@@ -1,5 +1,6 @@
 # make bench's harness works: one short round of every scenario, every
-# request answered, results written as JSON.  No timing is asserted here.
+# request answered, every job processed, results written as JSON.  No
+# timing is asserted here.
 use strict;
 use warnings;
 use FindBin;
@@ -9,7 +10,8 @@ use Test::More;
 
 my $dir = tempdir(CLEANUP => 1);
 my $out = "$dir/results.json";
-my $log = `BENCH_SMOKE=1 BENCH_OUT=$out $FindBin::Bin/../bench/run.sh 2>&1`;
+my $wout = "$dir/workers.json";
+my $log = `BENCH_SMOKE=1 BENCH_OUT=$out BENCH_WORKERS_OUT=$wout $FindBin::Bin/../bench/run.sh 2>&1`;
 is($?, 0, 'bench ran') or diag($log);
 
 my $res = eval { decode_json(do { local (@ARGV, $/) = $out; <> }) } || {};
@@ -20,5 +22,14 @@ for my $r (@rows) {
     is($r->{errors}, 0, "$r->{scenario}: no request failed");
     ok(!$r->{baseline} || defined $r->{ratio}, "$r->{scenario}: has its ratio");
 }
+
+my $w = eval { decode_json(do { local (@ARGV, $/) = $wout; <> }) } || {};
+my @wrows = @{ $w->{results} || [] };
+is(scalar @wrows, 4, 'both workers at both concurrencies reported');
+for my $r (@wrows) {
+    cmp_ok($r->{jobs_per_s}, '>', 0, "$r->{worker} at $r->{concurrency}: jobs were processed");
+    cmp_ok($r->{redis_us_job}, '>', 0, "$r->{worker} at $r->{concurrency}: Redis CPU per job measured");
+}
+ok(defined $wrows[1]{ratio} && defined $wrows[3]{ratio}, 'the C worker has its ratios');
 
 done_testing;
