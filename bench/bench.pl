@@ -15,8 +15,8 @@ use FindBin;
 use lib "$FindBin::Bin/../t/lib";
 use Crest::Test ();
 use Crest::JWT qw(hs256);
+use IO::Socket::IP;
 use JSON::PP;
-use POSIX qw(floor);
 
 my $rounds  = $ENV{BENCH_SMOKE} ? 1 : ($ENV{BENCH_ROUNDS} || 3);
 my $seconds = $ENV{BENCH_SMOKE} ? 1 : ($ENV{BENCH_SECONDS} || 5);
@@ -46,6 +46,10 @@ my @scenarios = (
     # the cost of a rate limit: the same location, limited, per policy
     (map { { name => "JWT + limit policy=$_", path => "/bench/limit-$_",
              baseline => 'JWT auth + static answer', token => 'good' } } qw(local sync redis)),
+    # the seeds' own stack doing the same: JWT, a Redis rate limit, and the
+    # body from a Redis cache; its ratio is peer / Crest
+    { name => 'peer: Express 5 (2 workers)', path => '/bench/cached', peer => 1,
+      baseline => 'JWT + limit policy=redis', token => 'good' },
 );
 
 my $t = Crest::Test->new(
@@ -83,13 +87,20 @@ my %tokens = (
     bad  => hs256('not the secret, but long enough for HS256 keys', { sub => 'x', exp => time + 86400 }),
 );
 
+# the peer, on its own port, with the same secret and the same body cached
+$t->redis_cli('SET', 'peer:cache:body', $body);
+my $peer_port = free_port();
+$t->spawn('peer', [ 'node', "$FindBin::Bin/peer/server.js", $peer_port, $t->redis_port,
+                    $t->jwt_secret_file, 2 ]);
+wait_port($peer_port);
+
 my %runs;
 for my $round (1 .. $rounds) {
     # a different order each round, so warm-up and drift hit all alike
     my @order = map { $scenarios[($_ + $round) % @scenarios] } 0 .. $#scenarios;
     for my $s (@order) {
-        my $r = wrk($t->url($s->{path}), $s->{token} ? $tokens{$s->{token}} : undef,
-                    $s->{status});
+        my $url = $s->{peer} ? "http://127.0.0.1:$peer_port$s->{path}" : $t->url($s->{path});
+        my $r = wrk($url, $s->{token} ? $tokens{$s->{token}} : undef, $s->{status});
         push @{ $runs{$s->{name}} }, $r;
         printf STDERR "round %d  %-32s %10.0f req/s\n", $round, $s->{name}, $r->{rps};
     }
@@ -119,6 +130,22 @@ for my $s (@scenarios) {
     };
 }
 
+# memory: each nginx worker's RSS before and after a million requests on
+# the authenticated, rate-limited path (a smoke run sends far fewer)
+my $mem_target = $ENV{BENCH_SMOKE} ? 20000 : ($ENV{BENCH_MEM_REQUESTS} || 1000000);
+my @workers = $t->nginx_pids;
+my %rss0 = map { $_ => rss_kb($_) } @workers;
+my $sent = 0;
+while ($sent < $mem_target) {
+    my $r = wrk($t->url('/bench/limit-sync'), $tokens{good}, undef);
+    $sent += $r->{requests};
+}
+my @memory = map {
+    { pid => $_, rss_before_kb => $rss0{$_}, rss_after_kb => rss_kb($_),
+      growth_kb => rss_kb($_) - $rss0{$_} }
+} @workers;
+
+$t->spawn_stop('peer');
 $t->nginx_stop;
 my @bad = $t->bad_log_lines;
 $t->stop;
@@ -133,12 +160,17 @@ for my $r (@rows) {
            defined $r->{ratio} ? sprintf('%.2f', $r->{ratio}) : '-';
 }
 
+printf "nginx workers after %d requests (JWT + sync limit): %s\n", $sent,
+       join(', ', map { sprintf('RSS %d -> %d kB (%+d)', $_->{rss_before_kb},
+                                $_->{rss_after_kb}, $_->{growth_kb}) } @memory);
+
 my $dir = $out =~ s{/[^/]+$}{}r;
 system('mkdir', '-p', $dir);
 open(my $fh, '>', $out) or die "$out: $!";
 print $fh JSON::PP->new->pretty->canonical->encode({
     rounds => $rounds, seconds => $seconds, connections => $conns,
     scenarios => \@rows,
+    memory => { requests => $sent, nginx_workers => \@memory },
 });
 close $fh;
 print "results: $out\n";
@@ -165,8 +197,34 @@ sub wrk {
     if ($text =~ /Socket errors: connect (\d+), read (\d+), write (\d+), timeout (\d+)/) {
         $errors += $1 + $2 + $3 + $4;
     }
+    my ($requests) = $text =~ /(\d+) requests in/;
     die "cannot read wrk's output:\n$text" unless defined $rps && defined $lat{99};
-    return { rps => $rps, p50 => $lat{50}, p99 => $lat{99}, errors => $errors };
+    return { rps => $rps, p50 => $lat{50}, p99 => $lat{99}, errors => $errors,
+             requests => $requests // 0 };
+}
+
+sub rss_kb {
+    my ($pid) = @_;
+    open(my $fh, '<', "/proc/$pid/status") or return 0;
+    while (my $line = <$fh>) { return $1 if $line =~ /^VmRSS:\s+(\d+) kB/ }
+    return 0;
+}
+
+sub free_port {
+    my $s = IO::Socket::IP->new(LocalHost => '127.0.0.1', LocalPort => 0, Listen => 1)
+        or die "no free port: $!";
+    my $port = $s->sockport;
+    close $s;
+    return $port;
+}
+
+sub wait_port {
+    my ($port) = @_;
+    for (1 .. 200) {
+        return if IO::Socket::IP->new(PeerAddr => '127.0.0.1', PeerPort => $port);
+        select(undef, undef, undef, 0.05);
+    }
+    die "bench: the peer did not start on port $port\n";
 }
 
 sub median {

@@ -77,7 +77,7 @@ sub run {
     };
 }
 
-my %runs;
+my (%runs, $memory);
 for my $round (1 .. $rounds) {
     for my $conc (@concurrency) {
         # alternate who goes first, so warm-up and drift hit both alike
@@ -91,7 +91,41 @@ for my $round (1 .. $rounds) {
     }
 }
 
+# memory: crest-worker's RSS early in a long run and at its end
+my $mem_jobs = $ENV{BENCH_SMOKE} ? 2000 : ($ENV{BENCH_MEM_JOBS} || 100000);
+{
+    my $queue = 'bench-memory';
+    system("node $root/t/node/producer.js $port $queue bulk $mem_jobs >/dev/null") == 0
+        or die "bench: could not add jobs to $queue\n";
+    $t->spawn('w-mem', [ "$root/build/bin/crest-worker" ], env => {
+        REDIS_URL => $t->redis_url, DATABASE_URL => $t->database_url,
+        CREST_QUEUES => "$queue=ping", CREST_CONCURRENCY => 50, CREST_LOG_LEVEL => 'warn',
+    });
+    my $pid = $t->spawned_pid('w-mem');
+    my ($early, $late);
+    my $deadline = time + 300;
+    while (time < $deadline) {
+        my $n = completed($queue);
+        $early //= rss_kb($pid) if $n >= $mem_jobs / 100;
+        if ($n >= $mem_jobs) { $late = rss_kb($pid); last }
+        sleep 0.01;
+    }
+    $t->spawn_stop('w-mem');
+    die "bench: the memory run did not finish\n" unless defined $late;
+    $memory = { jobs => $mem_jobs, rss_early_kb => $early, rss_end_kb => $late,
+                growth_kb => $late - $early };
+    printf "crest-worker over %d jobs: RSS %d -> %d kB (%+d)\n",
+           $mem_jobs, $early, $late, $late - $early;
+}
+
 $t->stop;
+
+sub rss_kb {
+    my ($pid) = @_;
+    open(my $fh, '<', "/proc/$pid/status") or return 0;
+    while (my $line = <$fh>) { return $1 if $line =~ /^VmRSS:\s+(\d+) kB/ }
+    return 0;
+}
 
 sub median {
     my @v = sort { $a <=> $b } @_;
@@ -132,7 +166,7 @@ for my $r (@rows) {
 system('mkdir', '-p', $dir);
 open(my $fh, '>', $out) or die "$out: $!";
 print $fh JSON::PP->new->pretty->canonical->encode({
-    rounds => $rounds, jobs => $jobs, results => \@rows,
+    rounds => $rounds, jobs => $jobs, results => \@rows, memory => $memory,
 });
 close $fh;
 print "results: $out\n";

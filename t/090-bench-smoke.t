@@ -23,6 +23,11 @@ for my $r (@rows) {
     ok(!$r->{baseline} || defined $r->{ratio}, "$r->{scenario}: has its ratio");
 }
 
+my @mem = @{ $res->{memory}{nginx_workers} || [] };
+cmp_ok(scalar @mem, '>=', 1, 'nginx worker memory reported');
+ok(!grep({ !$_->{rss_before_kb} || !$_->{rss_after_kb} } @mem), 'before and after, for each worker');
+ok((grep { $_->{scenario} =~ /^peer:/ && $_->{rps} > 0 } @rows), 'the Express peer was measured');
+
 my $w = eval { decode_json(do { local (@ARGV, $/) = $wout; <> }) } || {};
 my @wrows = @{ $w->{results} || [] };
 is(scalar @wrows, 4, 'both workers at both concurrencies reported');
@@ -31,5 +36,6 @@ for my $r (@wrows) {
     cmp_ok($r->{redis_us_job}, '>', 0, "$r->{worker} at $r->{concurrency}: Redis CPU per job measured");
 }
 ok(defined $wrows[1]{ratio} && defined $wrows[3]{ratio}, 'the C worker has its ratios');
+ok($w->{memory}{rss_early_kb} && $w->{memory}{rss_end_kb}, 'crest-worker memory reported');
 
 done_testing;
