@@ -54,4 +54,38 @@ void ngx_crest_redis_cancel(ngx_crest_redis_cmd_t *cmd);
 ngx_int_t ngx_crest_redis_bind(ngx_http_request_t *r,
     ngx_crest_redis_cmd_t *cmd);
 
+
+/*
+ * A dedicated connection: one of its own, outside the pool, for a command
+ * that blocks on the server (XREAD BLOCK), which on a pipelined pool
+ * connection would hold up every command queued behind it.  It connects as
+ * the pool does (AUTH, SELECT) and reconnects with the same backoff.
+ *
+ * The handler is told NGX_CREST_REDIS_DEDICATED_UP each time it connects
+ * (commands may be sent from the handler), and NGX_CREST_REDIS_DEDICATED_CLOSED
+ * when nginx shuts down: at once on a graceful shutdown, so that long-lived
+ * work can end before the worker exits, and at the latest when the worker
+ * exits.  After CLOSED the connection is freed: forget it.
+ */
+typedef struct ngx_crest_redis_dedicated_s  ngx_crest_redis_dedicated_t;
+
+typedef enum {
+    NGX_CREST_REDIS_DEDICATED_UP = 0,
+    NGX_CREST_REDIS_DEDICATED_CLOSED
+} ngx_crest_redis_dedicated_event_e;
+
+typedef void (*ngx_crest_redis_dedicated_pt)(void *data,
+    ngx_crest_redis_dedicated_event_e event);
+
+/* NULL without crest_redis_server, while exiting, or out of memory. */
+ngx_crest_redis_dedicated_t *ngx_crest_redis_dedicated_open(
+    ngx_crest_redis_dedicated_pt handler, void *data, ngx_log_t *log);
+/* As ngx_crest_redis_command, on that connection; NULL while it is down. */
+ngx_crest_redis_cmd_t *ngx_crest_redis_dedicated_command(
+    ngx_crest_redis_dedicated_t *d, int argc, const char **argv,
+    const size_t *argvlen, ngx_msec_t timeout,
+    ngx_crest_redis_handler_pt handler, void *data, ngx_log_t *log);
+/* Commands in flight are called back (NGX_CREST_UNAVAILABLE) from inside. */
+void ngx_crest_redis_dedicated_close(ngx_crest_redis_dedicated_t *d);
+
 #endif /* _NGX_CREST_REDIS_H_INCLUDED_ */

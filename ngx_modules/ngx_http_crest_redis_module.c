@@ -36,14 +36,25 @@ typedef struct {
 
 
 typedef struct {
-    redisAsyncContext         *ac;
-    ngx_connection_t          *c;
-    ngx_crest_redis_state_e    state;
-    ngx_uint_t                 pending;
-    ngx_event_t                timer;       /* connect deadline or backoff */
-    ngx_msec_t                 backoff;
-    ngx_log_t                 *log;
+    redisAsyncContext             *ac;
+    ngx_connection_t              *c;
+    ngx_crest_redis_state_e        state;
+    ngx_uint_t                     pending;
+    ngx_event_t                    timer;   /* connect deadline or backoff */
+    ngx_msec_t                     backoff;
+    ngx_log_t                     *log;
+    ngx_crest_redis_dedicated_t   *dedicated;   /* NULL in the pool */
 } ngx_crest_redis_conn_t;
+
+
+/* a connection outside the pool (ngx_crest_redis_dedicated_open) */
+struct ngx_crest_redis_dedicated_s {
+    ngx_crest_redis_conn_t         conn;
+    ngx_crest_redis_dedicated_pt   handler;
+    void                          *data;
+    ngx_queue_t                    queue;       /* in the pool's list */
+    unsigned                       closing:1;
+};
 
 
 struct ngx_crest_redis_cmd_s {
@@ -74,6 +85,7 @@ typedef struct {
     ngx_crest_redis_conn_t            *conns;
     ngx_uint_t                         nconns;
     ngx_uint_t                         next;
+    ngx_queue_t                        dedicated;
     unsigned                           reported_down:1;
 } ngx_crest_redis_pool_t;
 
@@ -108,6 +120,7 @@ static void ngx_crest_redis_cmd_timeout(ngx_event_t *ev);
 static void ngx_crest_redis_eval_done(void *data, ngx_crest_status_e status,
     redisReply *reply);
 static void ngx_crest_redis_request_cleanup(void *data);
+static void ngx_crest_redis_dedicated_closed(ngx_crest_redis_dedicated_t *d);
 
 
 static ngx_command_t  ngx_http_crest_redis_commands[] = {
@@ -370,6 +383,7 @@ ngx_http_crest_redis_init_process(ngx_cycle_t *cycle)
     ngx_http_crest_redis_main_conf_t  *rmcf;
 
     ngx_memzero(&ngx_crest_redis_pool, sizeof(ngx_crest_redis_pool_t));
+    ngx_queue_init(&ngx_crest_redis_pool.dedicated);
 
     if (ngx_process != NGX_PROCESS_WORKER
         && ngx_process != NGX_PROCESS_SINGLE)
@@ -411,8 +425,17 @@ ngx_http_crest_redis_init_process(ngx_cycle_t *cycle)
 static void
 ngx_http_crest_redis_exit_process(ngx_cycle_t *cycle)
 {
-    ngx_uint_t               i;
-    ngx_crest_redis_conn_t  *rc;
+    ngx_uint_t                    i;
+    ngx_queue_t                  *q;
+    ngx_crest_redis_conn_t       *rc;
+    ngx_crest_redis_dedicated_t  *d;
+
+    /* dedicated connections first: their owners forget them */
+    while (!ngx_queue_empty(&ngx_crest_redis_pool.dedicated)) {
+        q = ngx_queue_head(&ngx_crest_redis_pool.dedicated);
+        d = ngx_queue_data(q, ngx_crest_redis_dedicated_t, queue);
+        ngx_crest_redis_dedicated_closed(d);
+    }
 
     /* nothing may be called back into requests that are being abandoned */
     ngx_crest_redis_pool.conf = NULL;
@@ -538,6 +561,10 @@ ngx_crest_redis_on_connect(const redisAsyncContext *ac, int status)
         ngx_log_error(NGX_LOG_NOTICE, rc->log, 0,
                       "crest redis: connection to redis restored");
     }
+
+    if (rc->dedicated) {
+        rc->dedicated->handler(rc->dedicated->data, NGX_CREST_REDIS_DEDICATED_UP);
+    }
 }
 
 
@@ -565,7 +592,9 @@ ngx_crest_redis_schedule(ngx_crest_redis_conn_t *rc)
 
     rc->state = NGX_CREST_REDIS_DOWN;
 
-    if (ngx_exiting || ngx_terminate || ngx_crest_redis_pool.conf == NULL) {
+    if (ngx_exiting || ngx_terminate || ngx_crest_redis_pool.conf == NULL
+        || (rc->dedicated && rc->dedicated->closing))
+    {
         return;
     }
 
@@ -668,7 +697,17 @@ ngx_crest_redis_read_handler(ngx_event_t *rev)
     if (c->close) {
         c->close = 0;
 
-        /* graceful shutdown: only a link with nothing in flight goes now */
+        /*
+         * Graceful shutdown.  A dedicated connection is kept idle on
+         * purpose, so that its owner learns of the shutdown now and can
+         * end what it serves.
+         */
+        if (rc->dedicated) {
+            ngx_crest_redis_dedicated_closed(rc->dedicated);
+            return;
+        }
+
+        /* only a pool connection with nothing in flight goes now */
         if (rc->pending == 0) {
             ngx_crest_redis_drop(rc);
             return;
@@ -738,6 +777,27 @@ ngx_crest_redis_del_write(void *privdata)
 
 /* commands */
 
+static ngx_int_t
+ngx_crest_redis_send(ngx_crest_redis_conn_t *rc, ngx_crest_redis_cmd_t *cmd,
+    int argc, const char **argv, const size_t *argvlen, ngx_msec_t timeout)
+{
+    if (redisAsyncCommandArgv(rc->ac, ngx_crest_redis_reply, cmd, argc, argv,
+                              argvlen)
+        != REDIS_OK)
+    {
+        return NGX_ERROR;
+    }
+
+    cmd->conn = rc;
+    rc->pending++;
+
+    ngx_add_timer(&cmd->timer, timeout ? timeout
+                          : ngx_crest_redis_pool.conf->command_timeout);
+
+    return NGX_OK;
+}
+
+
 ngx_crest_redis_cmd_t *
 ngx_crest_redis_command(int argc, const char **argv, const size_t *argvlen,
     ngx_msec_t timeout, ngx_crest_redis_handler_pt handler, void *data,
@@ -792,20 +852,15 @@ ngx_crest_redis_command(int argc, const char **argv, const size_t *argvlen,
                 continue;
             }
 
-            if (redisAsyncCommandArgv(rc->ac, ngx_crest_redis_reply, cmd,
-                                      argc, argv, argvlen)
-                != REDIS_OK)
+            if (ngx_crest_redis_send(rc, cmd, argc, argv, argvlen, timeout)
+                != NGX_OK)
             {
                 continue;
             }
 
             ngx_crest_redis_pool.next++;
-            cmd->conn = rc;
-            rc->pending++;
             rc->c->idle = 0;
 
-            ngx_add_timer(&cmd->timer, timeout ? timeout
-                                  : ngx_crest_redis_pool.conf->command_timeout);
             return cmd;
         }
     }
@@ -1101,4 +1156,112 @@ ngx_crest_redis_script(const ngx_crest_redis_script_t *script, int argc,
     }
 
     return ev->cmd;
+}
+
+
+/* dedicated connections */
+
+ngx_crest_redis_dedicated_t *
+ngx_crest_redis_dedicated_open(ngx_crest_redis_dedicated_pt handler,
+    void *data, ngx_log_t *log)
+{
+    ngx_crest_redis_conn_t       *rc;
+    ngx_crest_redis_dedicated_t  *d;
+
+    if (ngx_crest_redis_pool.conf == NULL || ngx_exiting) {
+        return NULL;
+    }
+
+    d = ngx_calloc(sizeof(ngx_crest_redis_dedicated_t), log);
+    if (d == NULL) {
+        return NULL;
+    }
+
+    d->handler = handler;
+    d->data = data;
+    ngx_queue_insert_tail(&ngx_crest_redis_pool.dedicated, &d->queue);
+
+    rc = &d->conn;
+    rc->dedicated = d;
+    rc->log = ngx_cycle->log;
+    rc->timer.handler = ngx_crest_redis_timer_handler;
+    rc->timer.data = rc;
+    rc->timer.log = ngx_cycle->log;
+    rc->timer.cancelable = 1;
+    rc->backoff = ngx_crest_redis_pool.conf->backoff_min;
+
+    /* UP comes from the connect callback, never from in here */
+    ngx_crest_redis_connect(rc);
+
+    return d;
+}
+
+
+ngx_crest_redis_cmd_t *
+ngx_crest_redis_dedicated_command(ngx_crest_redis_dedicated_t *d, int argc,
+    const char **argv, const size_t *argvlen, ngx_msec_t timeout,
+    ngx_crest_redis_handler_pt handler, void *data, ngx_log_t *log)
+{
+    ngx_crest_redis_cmd_t  *cmd;
+
+    if (ngx_crest_redis_pool.conf == NULL
+        || d->conn.state < NGX_CREST_REDIS_CONNECTING)
+    {
+        return NULL;
+    }
+
+    cmd = ngx_calloc(sizeof(ngx_crest_redis_cmd_t), log);
+    if (cmd == NULL) {
+        return NULL;
+    }
+
+    cmd->handler = handler;
+    cmd->data = data;
+    cmd->timer.handler = ngx_crest_redis_cmd_timeout;
+    cmd->timer.data = cmd;
+    cmd->timer.log = log;
+
+    /*
+     * The connection stays idle for nginx even with a command in flight:
+     * a graceful shutdown then tells the owner at once (the CLOSED event)
+     * rather than waiting for a blocking command to return.
+     */
+    if (ngx_crest_redis_send(&d->conn, cmd, argc, argv, argvlen, timeout)
+        != NGX_OK)
+    {
+        ngx_free(cmd);
+        return NULL;
+    }
+
+    return cmd;
+}
+
+
+/*
+ * The commands in flight are called back (NGX_CREST_UNAVAILABLE) before
+ * this returns; the handler is not called.
+ */
+void
+ngx_crest_redis_dedicated_close(ngx_crest_redis_dedicated_t *d)
+{
+    d->closing = 1;
+    ngx_queue_remove(&d->queue);
+
+    if (d->conn.timer.timer_set) {
+        ngx_del_timer(&d->conn.timer);
+    }
+
+    ngx_crest_redis_drop(&d->conn);
+
+    ngx_free(d);
+}
+
+
+/* nginx is shutting down: the owner forgets d, then it is closed */
+static void
+ngx_crest_redis_dedicated_closed(ngx_crest_redis_dedicated_t *d)
+{
+    d->handler(d->data, NGX_CREST_REDIS_DEDICATED_CLOSED);
+
+    ngx_crest_redis_dedicated_close(d);
 }
