@@ -85,12 +85,12 @@ WORKER_DEPS  := $(WORKER_SRCS) $(SHARED_SRCS) $(BULLMQ_GEN) $(wildcard workers/*
 
 $(BUILD)/bin/crest-worker: $(WORKER_DEPS)
 	@mkdir -p $(dir $@)
-	$(CC) $(CREST_CFLAGS) -Iworkers -I$(BUILD)/gen -o $@ $(WORKER_SRCS) $(SHARED_SRCS) $(BULLMQ_GEN) $(LIBS)
+	$(CC) $(CREST_CFLAGS) -Iworkers -I$(BUILD)/gen -o $@ $(WORKER_SRCS) $(SHARED_SRCS) $(BULLMQ_GEN) $(LIBS) -lcurl
 
 # The queue CLI: the worker's sources but its own main().
 $(BUILD)/bin/crest-queue: workers/cli/crest_queue.c $(WORKER_DEPS)
 	@mkdir -p $(dir $@)
-	$(CC) $(CREST_CFLAGS) -Iworkers -I$(BUILD)/gen -o $@ $< $(filter-out workers/main.c,$(WORKER_SRCS)) $(SHARED_SRCS) $(BULLMQ_GEN) $(LIBS)
+	$(CC) $(CREST_CFLAGS) -Iworkers -I$(BUILD)/gen -o $@ $< $(filter-out workers/main.c,$(WORKER_SRCS)) $(SHARED_SRCS) $(BULLMQ_GEN) $(LIBS) -lcurl
 
 unit: $(UNIT_BINS) $(BUILD)/unit/jwt_tool
 

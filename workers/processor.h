@@ -29,6 +29,7 @@
 
 #include <jansson.h>
 
+#include "config.h"
 #include "crest_buf.h"
 
 typedef struct crest_job_ctx_s  crest_job_ctx_t;
@@ -71,6 +72,9 @@ int crest_job_log(crest_job_ctx_t *ctx, const char *row);
 int crest_job_sleep(crest_job_ctx_t *ctx, int64_t ms);
 /* 1 once the worker must stop at once. */
 int crest_job_aborted(crest_job_ctx_t *ctx);
+/* The worker's settings (REDIS_URL, DATABASE_URL, ...), for processors
+ * that open connections of their own. */
+const crest_config_t *crest_job_config(crest_job_ctx_t *ctx);
 
 /* The registry (processors.c). */
 extern const crest_processor_t  crest_processors[];
@@ -78,6 +82,10 @@ const crest_processor_t *crest_processor_find(const char *queue);
 
 /* The ping processor (ping.c). */
 crest_job_result_t crest_ping_process(crest_job_ctx_t *ctx,
+    const crest_job_t *job, crest_buf_t *out);
+
+/* The trend discovery processor (trending.c). */
+crest_job_result_t crest_trending_refresh_process(crest_job_ctx_t *ctx,
     const crest_job_t *job, crest_buf_t *out);
 
 #endif /* CREST_PROCESSOR_H */

@@ -12,6 +12,9 @@
 const crest_processor_t  crest_processors[] = {
     { "ping", crest_ping_process,
       "echoes its data; optional delayMs, fail, failTimes, progress, log" },
+    { "trending-refresh", crest_trending_refresh_process,
+      "trending videos of {platform, region, category?, query?} into "
+      "trending_videos and crest:trending:* (see README)" },
     { NULL, NULL, NULL }
 };
 

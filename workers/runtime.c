@@ -254,6 +254,13 @@ crest_job_aborted(crest_job_ctx_t *ctx)
 }
 
 
+const crest_config_t *
+crest_job_config(crest_job_ctx_t *ctx)
+{
+    return ctx->rt->cfg;
+}
+
+
 /* ---- lock tracking (the maintenance thread renews) -------------------- */
 
 static void
