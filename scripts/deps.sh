@@ -14,6 +14,7 @@ PACKAGES=(
     postgresql postgresql-contrib redis-server
     clang libclang-rt-14-dev wrk
     nodejs npm perl python3-jwt python3-cryptography
+    yt-dlp ffmpeg
 )
 
 # Services whose Debian packages start a daemon from their postinst script.

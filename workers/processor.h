@@ -88,4 +88,10 @@ crest_job_result_t crest_ping_process(crest_job_ctx_t *ctx,
 crest_job_result_t crest_trending_refresh_process(crest_job_ctx_t *ctx,
     const crest_job_t *job, crest_buf_t *out);
 
+/* The media download processors (download.c). */
+crest_job_result_t crest_download_process(crest_job_ctx_t *ctx,
+    const crest_job_t *job, crest_buf_t *out);
+crest_job_result_t crest_formats_process(crest_job_ctx_t *ctx,
+    const crest_job_t *job, crest_buf_t *out);
+
 #endif /* CREST_PROCESSOR_H */

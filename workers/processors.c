@@ -15,6 +15,10 @@ const crest_processor_t  crest_processors[] = {
     { "trending-refresh", crest_trending_refresh_process,
       "trending videos of {platform, region, category?, query?} into "
       "trending_videos and crest:trending:* (see README)" },
+    { "download", crest_download_process,
+      "downloads {downloadId, userId, url, format, audioOnly} with yt-dlp" },
+    { "formats", crest_formats_process,
+      "lists the formats yt-dlp -J finds for {url}" },
     { NULL, NULL, NULL }
 };
 
