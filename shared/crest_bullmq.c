@@ -68,6 +68,9 @@ static const crest_bullmq_op_spec_t  crest_bullmq_ops[CREST_BQ_NOPS] = {
     [CREST_BQ_GET_STATE] = { "getStateV2", 8,
         { "completed", "failed", "delayed", "active", "wait", "paused",
           "waiting-children", "prioritized" }, 1, 0 },
+    [CREST_BQ_ADD_SCHEDULER] = { "addJobScheduler", 11,
+        { "repeat", "delayed", "wait", "paused", "meta", "prioritized",
+          "marker", "id", "events", "pc", "active" }, 0, 0 },
 };
 
 

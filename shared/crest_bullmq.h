@@ -95,6 +95,7 @@ typedef enum {
     CREST_BQ_UPDATE_SCHEDULER,  /* updateJobScheduler-12; extra: producer
                                    job id or NULL */
     CREST_BQ_GET_STATE,         /* getStateV2-8 */
+    CREST_BQ_ADD_SCHEDULER,     /* addJobScheduler-11 */
     CREST_BQ_NOPS
 } crest_bullmq_op_t;
 

@@ -17,6 +17,7 @@
 #include "crest_bullmq.h"
 #include "log.h"
 #include "redis_conn.h"
+#include "trending_sched.h"
 
 #define EXIT_USAGE  2
 
@@ -38,6 +39,9 @@ usage(FILE *out)
         "  counts QUEUE [TYPE...]             job counts by state, as JSON\n"
         "  pause QUEUE | resume QUEUE         pause or resume the queue\n"
         "  remove QUEUE ID                    remove a job (not an active one)\n"
+        "  schedule-trending QUEUE            upsert the trending-refresh job\n"
+        "                                     schedulers of CREST_TRENDING_SCHEDULE\n"
+        "                                     every CREST_TRENDING_EVERY_MS\n"
         "  opts JSON                          the opts object Crest stores for\n"
         "                                     these options (no Redis needed)\n"
         "\n"
@@ -276,6 +280,17 @@ main(int argc, char **argv)
     } else if (strcmp(cmd, "remove") == 0 && n == 3) {
         if (crest_bq_remove(&q, argv[2]) != 0) {
             rc = fail("%s%s", q.err, "");
+        }
+
+    } else if (strcmp(cmd, "schedule-trending") == 0 && n == 2) {
+        const char  *spec = getenv("CREST_TRENDING_SCHEDULE");
+        const char  *every = getenv("CREST_TRENDING_EVERY_MS");
+
+        if (crest_trending_schedule(&q, spec ? spec : "youtube:US,tiktok:US",
+                                    every && every[0] ? atol(every) : 1800000,
+                                    stdout, err, sizeof(err)) < 0)
+        {
+            rc = fail("%s%s", err, "");
         }
 
     } else {
