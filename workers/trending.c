@@ -67,6 +67,9 @@ typedef struct {
 
 static tr_settings_t   tr_set;
 static pthread_once_t  tr_once = PTHREAD_ONCE_INIT;
+static pthread_key_t   tr_thr_key;
+
+static void tr_thread_end(void *p);
 
 
 static const char *
@@ -107,6 +110,7 @@ tr_settings_load(void)
     tr_settings_t  *s = &tr_set;
 
     crest_http_global_init();
+    pthread_key_create(&tr_thr_key, tr_thread_end);
 
     s->yt_base = tr_env("CREST_TRENDING_YOUTUBE_BASE_URL",
                         "https://www.googleapis.com");
@@ -168,7 +172,16 @@ typedef struct {
     crest_backoff_t     backoff;
 } tr_thread_t;
 
-static __thread tr_thread_t  tr_thr;
+/* Each slot thread's connections, closed when the thread ends. */
+static void
+tr_thread_end(void *p)
+{
+    tr_thread_t  *t = p;
+
+    crest_redis_conn_close(&t->redis);
+    crest_pg_conn_close(&t->pg);
+    free(t);
+}
 
 
 typedef enum { TR_OK = 0, TR_RETRY, TR_FINAL, TR_QUOTA, TR_ABORT } tr_rc_t;
@@ -617,7 +630,9 @@ tr_call(tr_run_t *r, const char *url, const char *log_url,
                 }
                 snprintf(what, sizeof(what), "malformed JSON (%s)", je.text);
                 retryable = 1;
-            } else if (h.status == 429 || h.status >= 500) {
+            } else if (h.status == 408 || h.status == 429
+                       || h.status >= 500)
+            {
                 tr_error_text(j, &h, what + 0, sizeof(what));
                 retryable = 1;
             } else if (yt_method && h.status == 403
@@ -1207,7 +1222,7 @@ crest_job_result_t
 crest_trending_refresh_process(crest_job_ctx_t *ctx, const crest_job_t *job,
     crest_buf_t *out)
 {
-    tr_thread_t   *t = &tr_thr;
+    tr_thread_t   *t;
     tr_run_t       r;
     tr_rc_t        rc;
     json_t        *items, *res;
@@ -1216,6 +1231,17 @@ crest_trending_refresh_process(crest_job_ctx_t *ctx, const crest_job_t *job,
     char           cache_key[256], *text;
 
     pthread_once(&tr_once, tr_settings_load);
+
+    t = pthread_getspecific(tr_thr_key);
+
+    if (t == NULL) {
+        t = calloc(1, sizeof(*t));
+        if (t == NULL || pthread_setspecific(tr_thr_key, t) != 0) {
+            free(t);
+            crest_buf_appends(out, "out of memory");
+            return CREST_JOB_FAIL;
+        }
+    }
 
     if (!t->ready) {
         crest_redis_conn_init(&t->redis, crest_job_config(ctx));

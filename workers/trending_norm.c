@@ -126,9 +126,10 @@ static json_t *
 tv_time(const json_t *o, const char *const *keys)
 {
     const json_t  *v = tv_get(o, keys);
-    const char    *s, *end;
+    const char    *s, *end, *q;
     struct tm      tm;
     double         d;
+    int            off;
 
     if (json_is_number(v)) {
         d = json_number_value(v);
@@ -146,10 +147,26 @@ tv_time(const json_t *o, const char *const *keys)
     {
         memset(&tm, 0, sizeof(tm));
         end = strptime(s, "%Y-%m-%dT%H:%M:%S", &tm);
-        if (end) {
-            return tv_time_epoch((double) timegm(&tm) - 0);
+        if (end == NULL) {
+            return json_null();
         }
-        return json_null();
+        if (*end == '.') {
+            for (end++; isdigit((unsigned char) *end); end++) { /* void */ }
+        }
+        d = (double) timegm(&tm);
+        if ((*end == '+' || *end == '-') && isdigit((unsigned char) end[1])
+            && isdigit((unsigned char) end[2]))
+        {
+            /* +hh:mm, +hhmm or +hh: local time ahead of UTC */
+            off = ((end[1] - '0') * 10 + (end[2] - '0')) * 3600;
+            q = end + 3 + (end[3] == ':');
+            if (isdigit((unsigned char) q[0]) && isdigit((unsigned char) q[1]))
+            {
+                off += ((q[0] - '0') * 10 + (q[1] - '0')) * 60;
+            }
+            d -= *end == '+' ? off : -off;
+        }
+        return tv_time_epoch(d);
     }
 
     memset(&tm, 0, sizeof(tm));
