@@ -172,7 +172,8 @@ tv_time(const json_t *o, const char *const *keys)
     memset(&tm, 0, sizeof(tm));
     end = strptime(s, "%a %b %d %H:%M:%S %z %Y", &tm);
     if (end && *end == '\0') {
-        return tv_time_epoch((double) timegm(&tm) - tm.tm_gmtoff);
+        off = (int) tm.tm_gmtoff;       /* timegm() resets it */
+        return tv_time_epoch((double) timegm(&tm) - off);
     }
 
     return json_null();
