@@ -99,6 +99,24 @@ cmp_ok($req[1]{at} - $req[0]{at}, '>=', 0.95, 'Retry-After: 1 honoured');
 like($req[0]{query}, qr/videoCategoryId=10/, 'videoCategoryId');
 is($j->{ret}{cacheKey}, 'crest:trending:youtube:GB:10', 'cache per category');
 
+# 503 then 500 then the answer: retried with backoff; the breaker resets
+$yt->clear_requests;
+$yt->set_routes([{ path => '/youtube/v3/videos', responses => [
+    { status => 503, body => 'unavailable', headers => { 'Content-Type' => 'text/plain' } },
+    { status => 500, json => { error => { code => 500, message => 'backend error' } } },
+    { json => yt_list([yt_video('vid8')]) } ] }]);
+$j = refresh($t, { platform => 'youtube', region => 'FR' });
+is($j->{state}, 'completed', 'completed after two 5xx') or diag explain $j;
+is(scalar $yt->requests, 3, 'two retries');
+is($t->redis_cli('EXISTS', 'crest:trending:breaker:youtube'), 0, 'the success reset the breaker');
+
+# all retries fail: the job fails with the last error (BullMQ may retry it)
+$yt->set_routes([{ path => '/youtube/v3/videos', responses => [{ status => 502, body => '' }] }]);
+$j = refresh($t, { platform => 'youtube', region => 'FR' });
+is($j->{state}, 'failed', 'three 502s fail the job');
+like($j->{failedReason}, qr{youtube videos.list page 1: HTTP 502}, 'with the last error');
+$t->redis_cli('DEL', 'crest:trending:breaker:youtube');
+
 # keyword discovery: search.list, then videos.list?id=
 $yt->clear_requests;
 $yt->set_routes([

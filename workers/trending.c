@@ -55,7 +55,7 @@ typedef struct {
     long         yt_max_results, yt_pages;
     const char  *apify_base, *apify_token, *apify_tiktok_actor,
                 *apify_x_actor, *apify_tiktok_input, *apify_x_input;
-    long         apify_max_items;
+    long         apify_max_items, apify_timeout_ms;
     const char  *reddit_base, *reddit_ua;
     long         reddit_limit;
     long         timeout_ms, retries, backoff_ms, backoff_cap_ms,
@@ -137,6 +137,8 @@ tr_settings_load(void)
     s->apify_x_input = tr_env("CREST_TRENDING_APIFY_X_INPUT", NULL);
     s->apify_max_items = tr_env_long("CREST_TRENDING_APIFY_MAX_ITEMS", 50, 1,
                                      1000);
+    s->apify_timeout_ms = tr_env_long("CREST_TRENDING_APIFY_TIMEOUT_MS",
+                                      120000, 1000, 600000);
     s->reddit_base = tr_env("CREST_TRENDING_REDDIT_BASE_URL",
                             "https://www.reddit.com");
     s->reddit_ua = tr_env("CREST_TRENDING_REDDIT_USER_AGENT",
@@ -575,7 +577,7 @@ tr_error_text(const json_t *body, const crest_http_resp_t *h, char *out,
 static tr_rc_t
 tr_call(tr_run_t *r, const char *url, const char *log_url,
     const char *const *headers, const char *body, const char *yt_method,
-    json_t **out)
+    long timeout_ms, json_t **out)
 {
     crest_http_resp_t  h;
     json_t            *j;
@@ -608,8 +610,7 @@ tr_call(tr_run_t *r, const char *url, const char *log_url,
             }
         }
 
-        crest_http_request(url, headers, body, (unsigned) tr_set.timeout_ms,
-                           &h);
+        crest_http_request(url, headers, body, (unsigned) timeout_ms, &h);
 
         j = NULL;
         retryable = 0;
@@ -730,7 +731,8 @@ tr_youtube(tr_run_t *r, json_t *items, const char **stopped)
         crest_buf_appendf(&url, "&key=%s", key ? key : "");
         crest_buf_appendc(&url, '\0');
 
-        rc = tr_call(r, url.data, "search.list", NULL, NULL, "search", &resp);
+        rc = tr_call(r, url.data, "search.list", NULL, NULL, "search",
+                     tr_set.timeout_ms, &resp);
         if (rc != TR_OK) {
             goto done;
         }
@@ -761,7 +763,7 @@ tr_youtube(tr_run_t *r, json_t *items, const char **stopped)
         crest_buf_appendc(&url, '\0');
 
         rc = tr_call(r, url.data, "videos.list?id", NULL, NULL, "videos",
-                     &resp);
+                     tr_set.timeout_ms, &resp);
         if (rc == TR_OK
             && crest_trending_norm_youtube(resp, r->region, r->category, 1,
                                            items) < 0)
@@ -790,7 +792,8 @@ tr_youtube(tr_run_t *r, json_t *items, const char **stopped)
         crest_buf_appendc(&url, '\0');
         snprintf(log_url, sizeof(log_url), "videos.list page %ld", page + 1);
 
-        rc = tr_call(r, url.data, log_url, NULL, NULL, "videos", &resp);
+        rc = tr_call(r, url.data, log_url, NULL, NULL, "videos",
+                     tr_set.timeout_ms, &resp);
 
         if (rc == TR_QUOTA && json_array_size(items) > 0) {
             *stopped = "quota";     /* keep what the earlier pages gave */
@@ -912,8 +915,8 @@ tr_apify(tr_run_t *r, json_t *items, int x)
     crest_buf_appendf(&url, "%s/v2/acts/%s/run-sync-get-dataset-items"
                       "?format=json&clean=true&maxItems=%ld&timeout=%ld",
                       tr_set.apify_base, actor, tr_set.apify_max_items,
-                      tr_set.timeout_ms / 1000 > 5
-                      ? tr_set.timeout_ms / 1000 - 5 : 1);
+                      tr_set.apify_timeout_ms / 1000 > 5
+                      ? tr_set.apify_timeout_ms / 1000 - 5 : 1);
     crest_buf_appendc(&url, '\0');
     snprintf(auth, sizeof(auth), "Authorization: Bearer %s",
              tr_set.apify_token);
@@ -921,7 +924,8 @@ tr_apify(tr_run_t *r, json_t *items, int x)
     hdrs[1] = NULL;
     snprintf(log_url, sizeof(log_url), "apify %s", actor);
 
-    rc = tr_call(r, url.data, log_url, hdrs, body ? body : "{}", NULL, &resp);
+    rc = tr_call(r, url.data, log_url, hdrs, body ? body : "{}", NULL,
+                 tr_set.apify_timeout_ms, &resp);
     free(body);
     crest_buf_free(&url);
 
@@ -959,7 +963,7 @@ tr_reddit(tr_run_t *r, json_t *items)
     hdrs[0] = ua;
     hdrs[1] = NULL;
 
-    rc = tr_call(r, url, log_url, hdrs, NULL, NULL, &resp);
+    rc = tr_call(r, url, log_url, hdrs, NULL, NULL, tr_set.timeout_ms, &resp);
     if (rc != TR_OK) {
         return rc;
     }
