@@ -234,6 +234,24 @@ is(job('download', $nf_jid)->{attemptsMade}, 1, '404: at once');
 like(row($nf_id)->{error}, qr/404/, '404: row error');
 is(row($nf_id)->{status}, 'failed', '404: row failed');
 
+# ---------------------------------------------------------------- transient
+# a 503 is worth retrying: all 3 attempts are used, then the row fails
+my ($u_id, $u_jid) = new_download($srv->url('/status/503/clip.mp4'));
+ok(wait_until(sub { state('download', $u_jid) eq 'failed' }, 60), '503: job failed in the end');
+is(job('download', $u_jid)->{attemptsMade}, 3, '503: after 3 attempts');
+is(row($u_id)->{status}, 'failed', '503: row failed');
+like(row($u_id)->{error}, qr/503/, '503: row error');
+
+# ---------------------------------------------------------------- audio only
+my ($a_id, $a_jid) = new_download($srv->url('/clip.mp4'), audioOnly => JSON::PP::true);
+ok(wait_until(sub { row($a_id)->{status} =~ /^(?:completed|failed)\z/ }, 60), 'audio: done');
+$r = row($a_id);
+is($r->{status}, 'completed', 'audio: completed') or diag($r->{error});
+is($r->{vcodec}, '', 'audio: no video stream');
+is($r->{acodec}, 'aac', 'audio: aac');
+is($r->{thumb}, '', 'audio: no thumbnail');
+ok(-s "$media/$r->{key}", "audio: stored as $r->{key}");
+
 # ---------------------------------------------------------------- formats
 my ($rc, $out) = crest_queue($t, 'add', 'formats', 'f',
                              encode_json({ url => $srv->url('/clip.mp4') }), '--opts', '{"jobId":"f1"}');
@@ -251,6 +269,15 @@ is(job('formats', 'f2')->{attemptsMade}, 1, 'at once');
 is_deeply([grep { !/^stalled job moved back to wait$/ } problems($t, 'w2')], [],
           'no warnings or errors (but the stalled job)');
 is($t->spawn_stop('w2'), 0, 'stops cleanly');
+
+# ---------------------------------------------------------------- size limit
+start_worker($t, 'small', %env, CREST_DOWNLOAD_MAX_BYTES => 50_000);
+my ($b_id, $b_jid) = new_download($srv->url('/clip.mp4'));
+ok(wait_until(sub { state('download', $b_jid) eq 'failed' }, 30), 'too large: job failed');
+is(job('download', $b_jid)->{attemptsMade}, 1, 'too large: at once');
+like(row($b_id)->{error}, qr/larger than 50000 bytes/, 'too large: row error');
+is_deeply([files_for($b_id)], [], 'too large: no file kept');
+is($t->spawn_stop('small'), 0, 'stops cleanly');
 $srv->stop;
 $t->stop;
 done_testing();

@@ -11,7 +11,8 @@ package Crest::MediaServer;
 #   $srv->stop;                    # by pid (its connection children too)
 #
 # GET and HEAD, single byte ranges (206 with Content-Range, 416 past the
-# end), 404 for anything not a plain file under root.  Each connection is
+# end), 404 for anything not a plain file under root; /status/NNN/...
+# answers status NNN.  Each connection is
 # served by a child of its own so that a throttled download never holds up
 # another request; `Connection: close` always.
 
@@ -109,6 +110,12 @@ sub _one {
     my $slow = $path =~ s{^/slow/}{/};
     my $range = $h{range} // '';
     if (open my $lf, '>>', $self->{log}) { print $lf "$method $path $range\n"; close $lf }
+
+    if ($path =~ m{^/status/(\d{3})\b}) {      # a canned error status
+        print $c "HTTP/1.1 $1 Status $1\r\nContent-Type: text/plain\r\n"
+               . "Content-Length: 6\r\nConnection: close\r\n\r\nerror\n";
+        return;
+    }
 
     my $file = "$self->{root}$path";
     my $fh;
