@@ -12,12 +12,14 @@
  * yt-dlp with it; cancel, timeout and shutdown kill the whole group.
  *
  * The URL is checked (shared/crest_urlsafe.h) and its host resolved once
- * here, every address checked, before yt-dlp may run.  yt-dlp then resolves
- * the name again (2023.03.04 has no option to pin an address), and follows
- * HTTP redirects without a hook: a DNS answer that changes between the two
+ * here, every address checked, before yt-dlp may run; then yt-dlp -J says
+ * which URLs media will come from, those are checked the same way, and the
+ * download runs on that info (--load-info-json).  yt-dlp resolves names
+ * again (2023.03.04 has no option to pin an address) and follows HTTP
+ * redirects without a hook: a DNS answer that changes between the two
  * resolutions, or a redirect to an internal address, is the residual risk
  * (README, "Media downloads (worker)").  URLs that are IP literals have no
- * such window.
+ * rebinding window.
  *
  * Failures: permanent ones (refused URL, unsupported URL, private or
  * missing video, HTTP 401/403/404/410, too large, not a media file) fail
@@ -821,6 +823,211 @@ find_media(const char *dir, char *name, size_t len)
 }
 
 
+
+/* ---- extraction: what yt-dlp will fetch, checked first ------------------ */
+
+#define DL_MAX_HOSTS  32
+
+typedef struct {
+    const char  *allow;
+    char         hosts[DL_MAX_HOSTS][CREST_URLSAFE_HOST_LEN];
+    unsigned     nhosts;
+    unsigned     checked;
+} url_set_t;
+
+
+/* Checks one URL the info says yt-dlp will fetch; hosts checked once. */
+static int
+media_url_check(url_set_t *us, const char *url, char *err, size_t errlen)
+{
+    crest_urlsafe_t  u;
+    char             e[256];
+    unsigned         i;
+
+    if (crest_urlsafe_parse(&u, url, strlen(url), e, sizeof(e)) != 0) {
+        snprintf(err, errlen, "media URL refused: %s", e);
+        return -1;
+    }
+
+    for (i = 0; i < us->nhosts; i++) {
+        if (strcmp(us->hosts[i], u.host) == 0) {
+            return 0;
+        }
+    }
+
+    if (url_check(url, us->allow, e, sizeof(e)) != 0) {
+        snprintf(err, errlen, "media %s", e);
+        return -1;
+    }
+
+    if (us->nhosts < DL_MAX_HOSTS) {
+        snprintf(us->hosts[us->nhosts++], CREST_URLSAFE_HOST_LEN, "%s",
+                 u.host);
+    }
+    us->checked++;
+
+    return 0;
+}
+
+
+static int
+format_urls_check(url_set_t *us, const json_t *f, char *err, size_t errlen)
+{
+    static const char  *keys[] = { "url", "manifest_url",
+                                   "fragment_base_url", NULL };
+    const char         **k, *v;
+    const json_t        *frag;
+    size_t               i;
+
+    for (k = keys; *k; k++) {
+        v = json_string_value(json_object_get(f, *k));
+        if (v && media_url_check(us, v, err, errlen) != 0) {
+            return -1;
+        }
+    }
+
+    json_array_foreach(json_object_get(f, "fragments"), i, frag) {
+        v = json_string_value(json_object_get(frag, "url"));
+        if (v && media_url_check(us, v, err, errlen) != 0) {
+            return -1;
+        }
+    }
+
+    return 0;
+}
+
+
+/*
+ * Step 1 of a download: yt-dlp -J with the format selection, then every
+ * URL media will come from (the selected format's, or each of
+ * requested_formats', with manifests and fragments) goes through the same
+ * checks as the page URL; the info is written to info_path for step 2
+ * (--load-info-json), so that yt-dlp downloads exactly what was checked
+ * instead of extracting again.  Returns the run result; on RUN_EXITED with
+ * a non-zero exit or a refused URL, -1 in *bad and the reason in err
+ * (*perm set when retrying cannot help).
+ */
+static run_result_t
+extract_checked(crest_job_ctx_t *ctx, const dl_settings_t *set, dl_t *d,
+    const char *url, const char *fmt, const char *info_path, char *sock,
+    int *bad, int *perm, char *err, size_t errlen)
+{
+    run_t         r;
+    run_result_t  rr;
+    json_t       *j, *f;
+    json_error_t  je;
+    url_set_t     us;
+    size_t        i;
+    FILE         *fp;
+    int           n = 0, ok;
+    char         *argv[20];
+
+    *bad = 0;
+    *perm = 0;
+
+    argv[n++] = (char *) set->ytdlp;
+    argv[n++] = "--ignore-config";
+    argv[n++] = "--no-cache-dir";
+    argv[n++] = "--no-colors";
+    argv[n++] = "--no-playlist";
+    argv[n++] = "--socket-timeout";
+    argv[n++] = sock;
+    if (fmt) {
+        argv[n++] = "-f";
+        argv[n++] = (char *) fmt;
+    }
+    argv[n++] = "-J";
+    argv[n++] = "--";
+    argv[n++] = (char *) url;
+    argv[n] = NULL;
+
+    memset(&r, 0, sizeof(r));
+    crest_buf_init(&r.out, &crest_malloc_allocator);
+    r.keep_out = 1;
+    r.on_line = dl_on_line;         /* ticks: the cancel check */
+    r.data = d;
+
+    rr = run_child(ctx, argv, set->formats_timeout_ms, &r);
+
+    if (rr == RUN_TIMEOUT) {
+        snprintf(err, errlen, "yt-dlp -J timed out");
+    } else if (rr == RUN_ERROR) {
+        snprintf(err, errlen, "cannot run yt-dlp: %.900s", r.tail);
+    }
+
+    if (rr != RUN_EXITED) {
+        crest_buf_free(&r.out);
+        return rr;
+    }
+
+    *bad = 1;
+
+    if (!WIFEXITED(r.status) || WEXITSTATUS(r.status)) {
+        error_line(r.tail, err, errlen);
+        *perm = permanent_error(r.tail);
+        crest_buf_free(&r.out);
+        return rr;
+    }
+
+    j = json_loadb(r.out.data, r.out.len, 0, &je);
+    if (!json_is_object(j)) {
+        json_decref(j);
+        crest_buf_free(&r.out);
+        snprintf(err, errlen, "yt-dlp -J: unreadable output");
+        return rr;
+    }
+
+    memset(&us, 0, sizeof(us));
+    us.allow = set->allow;
+
+    if (json_array_size(json_object_get(j, "requested_formats"))) {
+        ok = 1;
+        json_array_foreach(json_object_get(j, "requested_formats"), i, f) {
+            if (format_urls_check(&us, f, err, errlen) != 0) {
+                ok = 0;
+                break;
+            }
+        }
+    } else {
+        ok = format_urls_check(&us, j, err, errlen) == 0;
+    }
+
+    if (ok && us.checked == 0) {
+        snprintf(err, errlen, "yt-dlp found no media URL to check");
+        ok = 0;
+    }
+
+    json_decref(j);
+
+    if (!ok) {
+        *perm = 1;
+        crest_buf_free(&r.out);
+        return rr;
+    }
+
+    fp = fopen(info_path, "w");
+    if (fp == NULL || fwrite(r.out.data, 1, r.out.len, fp) != r.out.len) {
+        snprintf(err, errlen, "cannot write info.json: %s",
+                 strerror(errno));
+        if (fp) {
+            fclose(fp);
+        }
+        crest_buf_free(&r.out);
+        return rr;
+    }
+    crest_buf_free(&r.out);
+
+    if (fclose(fp) != 0) {
+        snprintf(err, errlen, "cannot write info.json");
+        return rr;
+    }
+
+    *bad = 0;
+
+    return rr;
+}
+
+
 static crest_job_result_t
 fail(crest_buf_t *out, crest_job_result_t rc, const char *msg)
 {
@@ -850,6 +1057,9 @@ crest_download_process(crest_job_ctx_t *ctx, const crest_job_t *job,
     char                 err[1024], scratch[1200], media[256], path[1500];
     char                 thumb[1500], key[600], tkey[600], maxb[32];
     char                 sock[32], dur[32], size[32], w[32], h[32];
+    char                 info[1300];
+    const char          *fsel;
+    int                  bad, perm;
     char                *argv[40];
     int64_t              attempts;
 
@@ -951,6 +1161,35 @@ crest_download_process(crest_job_ctx_t *ctx, const crest_job_t *job,
 
     snprintf(maxb, sizeof(maxb), "%lld", (long long) set.max_bytes);
     snprintf(sock, sizeof(sock), "%lld", (long long) set.socket_timeout_s);
+    fsel = audio ? (fmt && *fmt ? fmt : "bestaudio/best")
+                 : (fmt && *fmt ? fmt : NULL);
+    snprintf(info, sizeof(info), "%s/info.json", scratch);
+
+    final = job->attempts_made + 1 >= attempts;
+
+    rr = extract_checked(ctx, &set, &d, url, fsel, info, sock, &bad, &perm,
+                         err, sizeof(err));
+    if (rr == RUN_ABORTED) {
+        crest_storage_rmtree(scratch);
+        rc = CREST_JOB_ABORTED;
+        goto done;
+    }
+    if (rr == RUN_STOPPED && d.cancelled) {
+        crest_storage_rmtree(scratch);
+        rc = fail(out, CREST_JOB_FAIL_FINAL, "cancelled");
+        goto done;
+    }
+    if (rr != RUN_EXITED || bad) {
+        crest_storage_rmtree(scratch);
+        if (rr == RUN_STOPPED) {
+            snprintf(err, sizeof(err), "yt-dlp -J output too large");
+        }
+        dl_fail_row(&d, err, final || perm);
+        rc = fail(out, perm ? CREST_JOB_FAIL_FINAL : CREST_JOB_FAIL, err);
+        goto done;
+    }
+
+    /* step 2: download exactly what was checked */
     n = 0;
     argv[n++] = (char *) set.ytdlp;
     argv[n++] = "--ignore-config";
@@ -976,16 +1215,15 @@ crest_download_process(crest_job_ctx_t *ctx, const crest_job_t *job,
     argv[n++] = scratch;
     argv[n++] = "-o";
     argv[n++] = "media.%(ext)s";
-    if (audio) {
+    if (fsel) {
         argv[n++] = "-f";
-        argv[n++] = (char *) (fmt && *fmt ? fmt : "bestaudio/best");
-        argv[n++] = "-x";
-    } else if (fmt && *fmt) {
-        argv[n++] = "-f";
-        argv[n++] = (char *) fmt;
+        argv[n++] = (char *) fsel;
     }
-    argv[n++] = "--";
-    argv[n++] = (char *) url;
+    if (audio) {
+        argv[n++] = "-x";
+    }
+    argv[n++] = "--load-info-json";
+    argv[n++] = info;
     argv[n] = NULL;
 
     memset(&r, 0, sizeof(r));
@@ -1013,8 +1251,6 @@ crest_download_process(crest_job_ctx_t *ctx, const crest_job_t *job,
         rc = fail(out, CREST_JOB_FAIL_FINAL, "cancelled");
         goto done;
     }
-
-    final = job->attempts_made + 1 >= attempts;
 
     if (rr == RUN_STOPPED && d.too_large) {
         crest_storage_rmtree(scratch);
