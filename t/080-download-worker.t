@@ -234,6 +234,25 @@ is(job('download', $nf_jid)->{attemptsMade}, 1, '404: at once');
 like(row($nf_id)->{error}, qr/404/, '404: row error');
 is(row($nf_id)->{status}, 'failed', '404: row failed');
 
+# ---------------------------------------------------------------- embedded media
+# a page whose media URL points somewhere unsafe: yt-dlp -J finds it, the
+# worker refuses it before anything is downloaded
+my $port = $srv->port;
+for (['bad.html', "http://127.0.0.2:$port/clip.mp4"], ['good.html', "http://127.0.0.1:$port/clip.mp4"]) {
+    open my $fh, '>', "$www/$_->[0]" or die $!;
+    print $fh qq(<html><head><title>x</title></head><body><video src="$_->[1]"></video></body></html>);
+    close $fh;
+}
+my ($e_id, $e_jid) = new_download($srv->url('/bad.html'));
+ok(wait_until(sub { state('download', $e_jid) eq 'failed' }, 30), 'embedded unsafe media: failed');
+is(job('download', $e_jid)->{attemptsMade}, 1, 'embedded unsafe media: at once');
+like(row($e_id)->{error}, qr/media URL refused: 127\.0\.0\.2 resolves to a loopback address/,
+     'embedded unsafe media: row error');
+my ($g_id, $g_jid) = new_download($srv->url('/good.html'));
+ok(wait_until(sub { row($g_id)->{status} eq 'completed' }, 60), 'embedded allowed media: completed')
+    or diag(explain(row($g_id)));
+is(row($g_id)->{size}, $clip_size, 'embedded allowed media: the clip');
+
 # ---------------------------------------------------------------- transient
 # a 503 is worth retrying: all 3 attempts are used, then the row fails
 my ($u_id, $u_jid) = new_download($srv->url('/status/503/clip.mp4'));

@@ -24,7 +24,8 @@ use POSIX ();
 use Time::HiRes qw(sleep);
 
 my %TYPES = (mp4 => 'video/mp4', webm => 'video/webm', m4a => 'audio/mp4',
-             mp3 => 'audio/mpeg', jpg => 'image/jpeg', txt => 'text/plain');
+             mp3 => 'audio/mpeg', jpg => 'image/jpeg', txt => 'text/plain',
+             html => 'text/html; charset=utf-8');
 
 sub new {
     my ($class, %o) = @_;
