@@ -197,6 +197,8 @@ run_child(crest_job_ctx_t *ctx, char *const argv[], int64_t timeout_ms,
     ssize_t        n;
     int64_t        deadline, next_tick, t;
     run_result_t   res = RUN_EXITED;
+    struct sigaction  dfl;
+    sigset_t       none;
 
     r->pid = -1;
     r->status = -1;
@@ -219,6 +221,11 @@ run_child(crest_job_ctx_t *ctx, char *const argv[], int64_t timeout_ms,
     }
     devnull = open("/dev/null", O_RDONLY | O_CLOEXEC);
 
+    memset(&dfl, 0, sizeof(dfl));
+    dfl.sa_handler = SIG_DFL;
+    sigemptyset(&dfl.sa_mask);
+    sigemptyset(&none);
+
     parent = getpid();
     pid = fork();
 
@@ -234,6 +241,16 @@ run_child(crest_job_ctx_t *ctx, char *const argv[], int64_t timeout_ms,
         }
         dup2(outp[1], 1);
         dup2(errp[1], 2);
+        /* nothing of the worker's: not its Redis or PostgreSQL sockets
+         * (opened without O_CLOEXEC by the libraries), not its ignored
+         * SIGPIPE, not the signal mask of this thread */
+        if (close_range(3, ~0U, 0) != 0) {
+            for (i = 3; i < 4096; i++) {
+                close(i);
+            }
+        }
+        sigaction(SIGPIPE, &dfl, NULL);
+        sigprocmask(SIG_SETMASK, &none, NULL);
         execve(argv[0], argv, envp);
         _exit(127);
     }
