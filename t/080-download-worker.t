@@ -200,6 +200,16 @@ ok(wait_until(sub { row($c_id)->{bytes} > 0 }, 30), 'cancel: download under way'
 my $wpid = $t->spawned_pid('w1');
 my ($ypid, $pgid) = ytdlp_of($wpid);
 ok($ypid && $pgid == $ypid, "yt-dlp ($ypid) leads its own process group");
+sub sockets_of {
+    my $pid = shift;
+    return grep { /^socket:/ } map { readlink($_) // '' } glob("/proc/$pid/fd/*");
+}
+my %worker_sockets = map { $_ => 1 } sockets_of($wpid);
+ok(%worker_sockets >= 2, scalar(keys %worker_sockets) . ' worker sockets');
+is_deeply([grep { $worker_sockets{$_} } sockets_of($ypid)], [],
+          "yt-dlp inherited none of the worker's sockets (Redis, PostgreSQL)");
+my ($env) = do { open my $fh, '<', "/proc/$ypid/environ"; local $/; (<$fh> // '') };
+unlike($env, qr/DATABASE_URL|REDIS_URL/, 'nor its environment');
 $t->psql("UPDATE media_downloads SET status = 'cancelled' WHERE id = '$c_id'");
 ok(wait_until(sub { state('download', $c_jid) eq 'failed' }, 10), 'cancel: job failed');
 is(job('download', $c_jid)->{failedReason}, 'cancelled', 'failedReason cancelled');
