@@ -563,7 +563,8 @@ ngx_crest_redis_on_connect(const redisAsyncContext *ac, int status)
     }
 
     if (rc->dedicated) {
-        rc->dedicated->handler(rc->dedicated->data, NGX_CREST_REDIS_DEDICATED_UP);
+        rc->dedicated->handler(rc->dedicated->data,
+                               NGX_CREST_REDIS_DEDICATED_UP);
     }
 }
 
