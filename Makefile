@@ -8,6 +8,8 @@ NGX_BUILD    := $(BUILD)/nginx
 ASAN_BUILD   := $(BUILD)/nginx-asan
 MODULE       := $(BUILD)/modules/ngx_http_crest_module.so
 ASAN_MODULE  := $(BUILD)/modules-asan/ngx_http_crest_module.so
+NODE_STAMP   := tools/node_modules/.crest-installed-lock
+BULLMQ_GEN   := $(BUILD)/gen/crest_bullmq_scripts.c
 
 CC           ?= cc
 PG_INC       := $(shell pg_config --includedir 2>/dev/null || echo /usr/include/postgresql)
@@ -34,7 +36,8 @@ deps:
 # copy of that tree with Debian's own flags so the module is binary compatible.
 modules: $(MODULE)
 
-$(NGX_BUILD)/objs/Makefile: $(NGX_SRC)/conf_flags config Makefile
+# config names build/gen/crest_bullmq_scripts.c, which must exist first.
+$(NGX_BUILD)/objs/Makefile: $(NGX_SRC)/conf_flags config Makefile | $(BULLMQ_GEN)
 	@rm -rf $(NGX_BUILD) && mkdir -p $(BUILD) && cp -r $(NGX_SRC) $(NGX_BUILD)
 	source $(NGX_SRC)/conf_flags && cd $(NGX_BUILD) && \
 	  ./configure "$${NGX_CONF_FLAGS[@]}" --add-dynamic-module=$(TOP) \
@@ -42,13 +45,13 @@ $(NGX_BUILD)/objs/Makefile: $(NGX_SRC)/conf_flags config Makefile
 	  || { tail -30 $(BUILD)/configure.log; exit 1; }
 
 # Installed by rename: overwriting a .so in place would corrupt a running nginx.
-$(MODULE): $(NGX_BUILD)/objs/Makefile $(MODULE_SRCS)
+$(MODULE): $(NGX_BUILD)/objs/Makefile $(MODULE_SRCS) $(BULLMQ_GEN)
 	$(MAKE) -s -C $(NGX_BUILD) -f objs/Makefile modules
 	@mkdir -p $(dir $@) && cp $(NGX_BUILD)/objs/ngx_http_crest_pg_module.so $@.tmp && mv -f $@.tmp $@
 
 # The same module under AddressSanitizer, for Debian's nginx with libasan
 # preloaded (nginx itself cannot be rebuilt from nginx-dev).
-$(ASAN_BUILD)/objs/Makefile: $(NGX_SRC)/conf_flags config Makefile
+$(ASAN_BUILD)/objs/Makefile: $(NGX_SRC)/conf_flags config Makefile | $(BULLMQ_GEN)
 	@rm -rf $(ASAN_BUILD) && mkdir -p $(BUILD) && cp -r $(NGX_SRC) $(ASAN_BUILD)
 	source $(NGX_SRC)/conf_flags && cd $(ASAN_BUILD) && \
 	  ./configure "$${NGX_CONF_FLAGS[@]}" --add-dynamic-module=$(TOP) \
@@ -56,7 +59,7 @@ $(ASAN_BUILD)/objs/Makefile: $(NGX_SRC)/conf_flags config Makefile
 	    --with-ld-opt="-fsanitize=address" >$(BUILD)/configure-asan.log 2>&1 \
 	  || { tail -30 $(BUILD)/configure-asan.log; exit 1; }
 
-$(ASAN_MODULE): $(ASAN_BUILD)/objs/Makefile $(MODULE_SRCS)
+$(ASAN_MODULE): $(ASAN_BUILD)/objs/Makefile $(MODULE_SRCS) $(BULLMQ_GEN)
 	$(MAKE) -s -C $(ASAN_BUILD) -f objs/Makefile modules
 	@mkdir -p $(dir $@) && cp $(ASAN_BUILD)/objs/ngx_http_crest_pg_module.so $@.tmp && mv -f $@.tmp $@
 
@@ -65,8 +68,7 @@ $(ASAN_MODULE): $(ASAN_BUILD)/objs/Makefile $(MODULE_SRCS)
 # the stamp is a copy of the lock it was installed from.  npm ci refuses a
 # lock without other platforms' optional packages (as npm writes it here),
 # hence npm install as a fallback; the generator checks the version.
-NODE_STAMP   := tools/node_modules/.crest-installed-lock
-BULLMQ_GEN   := $(BUILD)/gen/crest_bullmq_scripts.c
+# (NODE_STAMP and BULLMQ_GEN are defined at the top: the module rules use them)
 
 $(NODE_STAMP): tools/package.json tools/package-lock.json
 	cd tools && { npm ci --ignore-scripts --no-audit --no-fund >/dev/null 2>&1 \

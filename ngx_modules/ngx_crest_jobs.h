@@ -1,0 +1,98 @@
+/*
+ * Jobs from the edge: the enqueue API of ngx_http_crest_jobs_module, for
+ * any endpoint that records a request and hands the work to the workers.
+ *
+ * The outbox pattern: the job's row is written to PostgreSQL first (status
+ * pending), then the BullMQ job is added with the row's id as its job id,
+ * then the row is marked queued.  When Redis does not take the job, the row
+ * stays pending and the workers' outbox reconciler adds it later with the
+ * same id and options, which BullMQ makes a no-op should the first add have
+ * gone through after all.  So a row always gets its job, and a job always
+ * has its row; the caller learns which of the two happened.
+ *
+ * Use from a content handler:
+ *
+ *     static void
+ *     my_enqueued(ngx_http_request_t *r, ngx_crest_job_t *job, void *data)
+ *     {
+ *         ngx_crest_finalize(r, ngx_crest_job_send(r, job));
+ *     }
+ *
+ *     rc = ngx_crest_job_enqueue(r, &queue, &name, &data_json, NULL,
+ *                                my_enqueued, ctx);
+ *     if (rc == NGX_DONE) {
+ *         r->main->count++;
+ *     }
+ *     return rc;
+ */
+#ifndef _NGX_CREST_JOBS_H_INCLUDED_
+#define _NGX_CREST_JOBS_H_INCLUDED_
+
+#include "ngx_crest.h"
+
+
+#define NGX_CREST_JOB_NAME_MAX     100
+#define NGX_CREST_JOB_DATA_MAX     (512 * 1024)
+#define NGX_CREST_JOB_ATTEMPTS_MAX 100
+
+
+typedef enum {
+    NGX_CREST_JOB_QUEUED = 0,   /* the row is written, the job is queued */
+    NGX_CREST_JOB_PENDING,      /* the row is written, Redis did not take
+                                   the job: the outbox reconciler adds it */
+    NGX_CREST_JOB_NOT_CREATED   /* no row (PostgreSQL failed): no job */
+} ngx_crest_job_result_e;
+
+
+typedef struct {
+    /* the row's max_attempts and BullMQ's attempts; 0: crest_jobs_attempts */
+    ngx_uint_t                 attempts;
+} ngx_crest_job_opts_t;
+
+
+typedef struct {
+    ngx_crest_job_result_e     result;
+    /* of the step that did not succeed: PostgreSQL's for NOT_CREATED
+     * (NGX_CREST_FAILED: the statement was refused), Redis' for PENDING */
+    ngx_crest_status_e         status;
+    ngx_str_t                  id;          /* the row's uuid, NUL-ended;
+                                               empty for NOT_CREATED */
+    ngx_str_t                  queue;
+    ngx_str_t                  name;
+} ngx_crest_job_t;
+
+
+/* Called once; the handler finalizes r (ngx_crest_finalize). */
+typedef void (*ngx_crest_job_handler_pt)(ngx_http_request_t *r,
+    ngx_crest_job_t *job, void *data);
+
+
+/*
+ * Writes a job's row for the caller (user_id from crest_auth's identity;
+ * NULL, a system job, without one) and enqueues it on queue, which must be
+ * one of crest_jobs_queues.  name: 1 to NGX_CREST_JOB_NAME_MAX bytes of text;
+ * data_json: a JSON object (at most NGX_CREST_JOB_DATA_MAX bytes), stored as
+ * BullMQ's job data as given and in the row as jsonb.  opts may be NULL.
+ * Everything is copied.  The BullMQ options are the ones the reconciler
+ * uses too, so that a job is the same however it reached Redis: jobId = the
+ * row's id, attempts, backoff {type: exponential, delay: 1000}.
+ *
+ * Returns NGX_DONE when handler will be called (never from in here; the
+ * caller still owns r->main->count++), else what a content handler
+ * returns: the 503 answer when PostgreSQL cannot take a query now, or
+ * NGX_HTTP_INTERNAL_SERVER_ERROR for arguments that break the rules above
+ * (logged: a bug in the caller).  The steps are bound to r: if the client
+ * leaves, handler is never called, and a row already written is enqueued
+ * by the reconciler.
+ */
+ngx_int_t ngx_crest_job_enqueue(ngx_http_request_t *r, ngx_str_t *queue,
+    ngx_str_t *name, ngx_str_t *data_json, ngx_crest_job_opts_t *opts,
+    ngx_crest_job_handler_pt handler, void *data);
+
+/*
+ * The usual answer: 202 {job: {id, queue, name, status}} (status "queued"
+ * or "pending"), or 503 / 500 in the envelope for NOT_CREATED.
+ */
+ngx_int_t ngx_crest_job_send(ngx_http_request_t *r, ngx_crest_job_t *job);
+
+#endif /* _NGX_CREST_JOBS_H_INCLUDED_ */
