@@ -404,7 +404,8 @@ stop:
 
 /* ---- URL safety ------------------------------------------------------------ */
 
-/* 0 if url may be fetched; else -1 and why in err. */
+/* 0 if url may be fetched; else -1 (refused) or -2 (a temporary DNS
+ * failure: retry) and why in err. */
 static int
 url_check(const char *url, const char *allow, char *err, size_t errlen)
 {
@@ -430,6 +431,11 @@ url_check(const char *url, const char *allow, char *err, size_t errlen)
     hints.ai_flags = u.family ? AI_NUMERICHOST : AI_ADDRCONFIG;
 
     rc = getaddrinfo(u.host, NULL, &hints, &res);
+    if (rc == EAI_AGAIN || rc == EAI_SYSTEM || rc == EAI_MEMORY) {
+        snprintf(err, errlen, "cannot resolve %s now: %s", u.host,
+                 gai_strerror(rc));
+        return -2;                                  /* worth a retry */
+    }
     if (rc != 0) {
         snprintf(err, errlen, "URL refused: cannot resolve %s: %s", u.host,
                  gai_strerror(rc));
@@ -860,6 +866,7 @@ media_url_check(url_set_t *us, const char *url, char *err, size_t errlen)
     crest_urlsafe_t  u;
     char             e[256];
     unsigned         i;
+    int              n;
 
     if (crest_urlsafe_parse(&u, url, strlen(url), e, sizeof(e)) != 0) {
         snprintf(err, errlen, "media URL refused: %s", e);
@@ -872,9 +879,10 @@ media_url_check(url_set_t *us, const char *url, char *err, size_t errlen)
         }
     }
 
-    if (url_check(url, us->allow, e, sizeof(e)) != 0) {
+    n = url_check(url, us->allow, e, sizeof(e));
+    if (n != 0) {
         snprintf(err, errlen, "media %s", e);
-        return -1;
+        return n;
     }
 
     if (us->nhosts < DL_MAX_HOSTS) {
@@ -895,18 +903,19 @@ format_urls_check(url_set_t *us, const json_t *f, char *err, size_t errlen)
     const char         **k, *v;
     const json_t        *frag;
     size_t               i;
+    int                  rc;
 
     for (k = keys; *k; k++) {
         v = json_string_value(json_object_get(f, *k));
-        if (v && media_url_check(us, v, err, errlen) != 0) {
-            return -1;
+        if (v && (rc = media_url_check(us, v, err, errlen)) != 0) {
+            return rc;
         }
     }
 
     json_array_foreach(json_object_get(f, "fragments"), i, frag) {
         v = json_string_value(json_object_get(frag, "url"));
-        if (v && media_url_check(us, v, err, errlen) != 0) {
-            return -1;
+        if (v && (rc = media_url_check(us, v, err, errlen)) != 0) {
+            return rc;
         }
     }
 
@@ -997,27 +1006,27 @@ extract_checked(crest_job_ctx_t *ctx, const dl_settings_t *set, dl_t *d,
     memset(&us, 0, sizeof(us));
     us.allow = set->allow;
 
+    ok = 0;
     if (json_array_size(json_object_get(j, "requested_formats"))) {
-        ok = 1;
         json_array_foreach(json_object_get(j, "requested_formats"), i, f) {
-            if (format_urls_check(&us, f, err, errlen) != 0) {
-                ok = 0;
+            ok = format_urls_check(&us, f, err, errlen);
+            if (ok != 0) {
                 break;
             }
         }
     } else {
-        ok = format_urls_check(&us, j, err, errlen) == 0;
+        ok = format_urls_check(&us, j, err, errlen);
     }
 
-    if (ok && us.checked == 0) {
+    if (ok == 0 && us.checked == 0) {
         snprintf(err, errlen, "yt-dlp found no media URL to check");
-        ok = 0;
+        ok = -1;
     }
 
     json_decref(j);
 
-    if (!ok) {
-        *perm = 1;
+    if (ok != 0) {
+        *perm = ok == -1;           /* -2: a temporary DNS failure */
         crest_buf_free(&r.out);
         return rr;
     }
@@ -1075,6 +1084,7 @@ crest_download_process(crest_job_ctx_t *ctx, const crest_job_t *job,
     char                 thumb[1500], key[600], tkey[600], maxb[32];
     char                 sock[32], dur[32], size[32], w[32], h[32];
     char                 info[1300];
+    char                 row_user[64];
     const char          *fsel;
     int                  bad, perm;
     char                *argv[40];
@@ -1121,8 +1131,8 @@ crest_download_process(crest_job_ctx_t *ctx, const crest_job_t *job,
     }
 
     p[0] = id;
-    res = dl_exec(&d, "SELECT status, storage_key FROM media_downloads "
-                  "WHERE id = $1", 1, p);
+    res = dl_exec(&d, "SELECT status, coalesce(user_id::text, '') "
+                  "FROM media_downloads WHERE id = $1", 1, p);
     if (res == NULL) {
         rc = fail(out, CREST_JOB_FAIL, "cannot read the media_downloads row");
         goto done;
@@ -1144,11 +1154,24 @@ crest_download_process(crest_job_ctx_t *ctx, const crest_job_t *job,
         rc = CREST_JOB_DONE;
         goto done;
     }
+    /* the row is the source of truth for whose download this is: files
+     * go under its user, and a job that says otherwise is refused */
+    snprintf(row_user, sizeof(row_user), "%s", PQgetvalue(res, 0, 1));
     PQclear(res);
+    if (user && row_user[0] && strcmp(user, row_user) != 0) {
+        rc = fail(out, CREST_JOB_FAIL_FINAL,
+                  "userId does not match the media_downloads row");
+        goto done;
+    }
+    if (row_user[0]) {
+        user = row_user;
+    }
 
-    if (url_check(url, set.allow, err, sizeof(err)) != 0) {
-        dl_fail_row(&d, err, 1);
-        rc = fail(out, CREST_JOB_FAIL_FINAL, err);
+    n = url_check(url, set.allow, err, sizeof(err));
+    if (n != 0) {
+        final = n == -1 || job->attempts_made + 1 >= attempts;
+        dl_fail_row(&d, err, final);
+        rc = fail(out, n == -1 ? CREST_JOB_FAIL_FINAL : CREST_JOB_FAIL, err);
         goto done;
     }
 
@@ -1463,6 +1486,7 @@ crest_formats_process(crest_job_ctx_t *ctx, const crest_job_t *job,
     json_error_t   je;
     size_t         i;
     char          *s;
+    int            n;
 
     url = json_is_object(job->data_json)
           ? json_string_value(json_object_get(job->data_json, "url")) : NULL;
@@ -1472,8 +1496,9 @@ crest_formats_process(crest_job_ctx_t *ctx, const crest_job_t *job,
 
     dl_settings(&set);
 
-    if (url_check(url, set.allow, err, sizeof(err)) != 0) {
-        return fail(out, CREST_JOB_FAIL_FINAL, err);
+    n = url_check(url, set.allow, err, sizeof(err));
+    if (n != 0) {
+        return fail(out, n == -1 ? CREST_JOB_FAIL_FINAL : CREST_JOB_FAIL, err);
     }
 
     snprintf(sock, sizeof(sock), "%lld", (long long) set.socket_timeout_s);
