@@ -149,6 +149,18 @@ for my $k (sort keys %unsafe) {
     is(job('download', $jid)->{attemptsMade}, 1, "$k: at once, not retried (of 3 attempts)");
     like(job('download', $jid)->{failedReason}, $unsafe{$k}[1], "$k: failedReason");
 }
+# the row says whose download it is: a job naming another user is refused
+{
+    my $id = 'dddddddd-0000-4000-8000-999999999999';
+    $t->psql("INSERT INTO media_downloads (id, user_id, original_url) VALUES ('$id', '$user', 'x')");
+    crest_queue($t, 'add', 'download', 'dl', encode_json({ downloadId => $id,
+        userId => 'bbbbbbbb-0000-4000-8000-000000000002', url => $srv->url('/clip.mp4') }),
+        '--opts', '{"jobId":"dl-other","attempts":3}');
+    ok(wait_until(sub { state('download', 'dl-other') eq 'failed' }, 20), 'another user: job failed');
+    is(job('download', 'dl-other')->{failedReason}, 'userId does not match the media_downloads row',
+       'another user: why');
+    is(job('download', 'dl-other')->{attemptsMade}, 1, 'another user: at once');
+}
 ok(!grep({ /GET \/clip/ } $srv->requests), 'the media server was never contacted');
 is($t->spawn_stop('strict'), 0, 'strict worker stops cleanly');
 
