@@ -1573,6 +1573,39 @@ ngx_http_crest_jobs_got_live(void *data, ngx_crest_status_e status,
 }
 
 
+/*
+ * The caller's job row arrived: its view, or the request is answered (a
+ * backend error, 404 for a job that is not the caller's) and NGX_DONE.
+ */
+static ngx_int_t
+ngx_http_crest_jobs_fetched(ngx_http_crest_jobs_ctx_t *ctx,
+    ngx_crest_status_e status, PGresult *res)
+{
+    ngx_http_request_t  *r;
+
+    r = ctx->request;
+
+    if (status != NGX_CREST_OK) {
+        ngx_crest_finalize(r, ngx_crest_pg_send_error(r, status, res));
+        return NGX_DONE;
+    }
+
+    if (PQntuples(res) == 0) {
+        ngx_crest_finalize(r, ngx_http_crest_jobs_not_found(r));
+        return NGX_DONE;
+    }
+
+    if (ngx_http_crest_jobs_view_row(r->pool, res, 0, 0, &ctx->view)
+        != NGX_OK)
+    {
+        ngx_crest_finalize(r, NGX_HTTP_INTERNAL_SERVER_ERROR);
+        return NGX_DONE;
+    }
+
+    return NGX_OK;
+}
+
+
 static void
 ngx_http_crest_jobs_got(void *data, ngx_crest_status_e status, PGresult *res)
 {
@@ -1582,20 +1615,7 @@ ngx_http_crest_jobs_got(void *data, ngx_crest_status_e status, PGresult *res)
 
     r = ctx->request;
 
-    if (status != NGX_CREST_OK) {
-        ngx_crest_finalize(r, ngx_crest_pg_send_error(r, status, res));
-        return;
-    }
-
-    if (PQntuples(res) == 0) {
-        ngx_crest_finalize(r, ngx_http_crest_jobs_not_found(r));
-        return;
-    }
-
-    if (ngx_http_crest_jobs_view_row(r->pool, res, 0, 0, &ctx->view)
-        != NGX_OK)
-    {
-        ngx_crest_finalize(r, NGX_HTTP_INTERNAL_SERVER_ERROR);
+    if (ngx_http_crest_jobs_fetched(ctx, status, res) != NGX_OK) {
         return;
     }
 
@@ -2794,20 +2814,7 @@ ngx_http_crest_jobs_sse_got(void *data, ngx_crest_status_e status,
 
     r = ctx->request;
 
-    if (status != NGX_CREST_OK) {
-        ngx_crest_finalize(r, ngx_crest_pg_send_error(r, status, res));
-        return;
-    }
-
-    if (PQntuples(res) == 0) {
-        ngx_crest_finalize(r, ngx_http_crest_jobs_not_found(r));
-        return;
-    }
-
-    if (ngx_http_crest_jobs_view_row(r->pool, res, 0, 0, &ctx->view)
-        != NGX_OK)
-    {
-        ngx_crest_finalize(r, NGX_HTTP_INTERNAL_SERVER_ERROR);
+    if (ngx_http_crest_jobs_fetched(ctx, status, res) != NGX_OK) {
         return;
     }
 
