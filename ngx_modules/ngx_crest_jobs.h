@@ -36,17 +36,48 @@
 #define NGX_CREST_JOB_ATTEMPTS_MAX 100
 
 
+#define NGX_CREST_JOB_SQL_VALUES   8
+
+
 typedef enum {
     NGX_CREST_JOB_QUEUED = 0,   /* the row is written, the job is queued */
     NGX_CREST_JOB_PENDING,      /* the row is written, Redis did not take
                                    the job: the outbox reconciler adds it */
-    NGX_CREST_JOB_NOT_CREATED   /* no row (PostgreSQL failed): no job */
+    NGX_CREST_JOB_NOT_CREATED,  /* no row (PostgreSQL failed): no job */
+    NGX_CREST_JOB_REFUSED       /* opts->sql returned no id: no row, no job */
 } ngx_crest_job_result_e;
 
 
 typedef struct {
     /* the row's max_attempts and BullMQ's attempts; 0: crest_jobs_attempts */
     ngx_uint_t                 attempts;
+
+    /*
+     * The statement that writes the job's row, instead of the plain
+     * INSERT INTO jobs, for an endpoint whose own row (a download, a
+     * scrape) must exist exactly when the job's row does: one statement is
+     * one transaction, so there is never one without the other.  It gets
+     * $1 user_id (uuid text or NULL), $2 queue, $3 name, $4 data (JSON
+     * text), $5 max_attempts (integer text), then values[0 .. nvalues - 1]
+     * as $6 onwards (NULL entries are SQL NULLs); it inserts the jobs row
+     * from $1 to $5 and returns that row's id as the first column of its
+     * first row, e.g.
+     *
+     *   WITH j AS (INSERT INTO jobs (user_id, queue, name, data,
+     *                                max_attempts)
+     *              VALUES ($1::uuid, $2, $3, $4::jsonb, $5::integer)
+     *              RETURNING id)
+     *   INSERT INTO media_downloads (id, user_id, job_id, original_url)
+     *   SELECT $6::uuid, $1::uuid, j.id::text, $7 FROM j
+     *   RETURNING job_id
+     *
+     * or a call of a PL/pgSQL function that checks a condition under a
+     * lock first.  No row, or a NULL id, means the statement refused (a
+     * condition of the caller's did not hold): the result is REFUSED.
+     */
+    const char                *sql;
+    ngx_uint_t                 nvalues;     /* at most ..._SQL_VALUES */
+    const char               **values;
 } ngx_crest_job_opts_t;
 
 
@@ -91,7 +122,8 @@ ngx_int_t ngx_crest_job_enqueue(ngx_http_request_t *r, ngx_str_t *queue,
 
 /*
  * The usual answer: 202 {job: {id, queue, name, status}} (status "queued"
- * or "pending"), or 503 / 500 in the envelope for NOT_CREATED.
+ * or "pending"), 503 / 500 in the envelope for NOT_CREATED, 409 CONFLICT
+ * for REFUSED (callers with opts->sql usually answer that one themselves).
  */
 ngx_int_t ngx_crest_job_send(ngx_http_request_t *r, ngx_crest_job_t *job);
 

@@ -846,7 +846,9 @@ ngx_crest_job_enqueue(ngx_http_request_t *r, ngx_str_t *queue,
 {
     u_char                           attempts[NGX_INT_T_LEN + 1];
     json_t                          *v;
-    const char                      *values[5], *why;
+    ngx_uint_t                       i, n;
+    const char                      *values[5 + NGX_CREST_JOB_SQL_VALUES];
+    const char                      *sql, *why;
     ngx_crest_pg_query_t            *q;
     ngx_crest_identity_t            *identity;
     ngx_http_crest_jobs_enqueue_t   *e;
@@ -877,6 +879,11 @@ ngx_crest_job_enqueue(ngx_http_request_t *r, ngx_str_t *queue,
 
     if (e->attempts > NGX_CREST_JOB_ATTEMPTS_MAX) {
         why = "attempts is over 100";
+        goto invalid;
+    }
+
+    if (opts && opts->sql && opts->nvalues > NGX_CREST_JOB_SQL_VALUES) {
+        why = "the statement has more than 8 values of its own";
         goto invalid;
     }
 
@@ -928,11 +935,22 @@ ngx_crest_job_enqueue(ngx_http_request_t *r, ngx_str_t *queue,
     values[3] = (const char *) e->data.data;
     values[4] = (const char *) attempts;
 
-    q = ngx_crest_pg_query(
-        "INSERT INTO jobs (user_id, queue, name, data, max_attempts) "
-        "VALUES ($1::uuid, $2, $3, $4::jsonb, $5::integer) RETURNING id::text",
-        5, values, NULL, 0, ngx_http_crest_jobs_inserted, e,
-        r->connection->log);
+    sql = "INSERT INTO jobs (user_id, queue, name, data, max_attempts) "
+          "VALUES ($1::uuid, $2, $3, $4::jsonb, $5::integer) "
+          "RETURNING id::text";
+    n = 5;
+
+    if (opts && opts->sql) {
+        sql = opts->sql;
+
+        for (i = 0; i < opts->nvalues; i++) {
+            values[n++] = opts->values[i];
+        }
+    }
+
+    q = ngx_crest_pg_query(sql, n, values, NULL, 0,
+                           ngx_http_crest_jobs_inserted, e,
+                           r->connection->log);
 
     if (q == NULL) {
         return ngx_crest_send_error(r, NGX_HTTP_SERVICE_UNAVAILABLE,
@@ -982,7 +1000,17 @@ ngx_http_crest_jobs_inserted(void *data, ngx_crest_status_e status,
 
     r = e->request;
 
-    if (status != NGX_CREST_OK || PQntuples(res) != 1) {
+    if (status == NGX_CREST_OK
+        && (PQntuples(res) == 0 || PQgetisnull(res, 0, 0)))
+    {
+        /* the caller's statement did not hold its condition */
+        e->job.result = NGX_CREST_JOB_REFUSED;
+        e->job.status = NGX_CREST_OK;
+        e->handler(r, &e->job, e->handler_data);
+        return;
+    }
+
+    if (status != NGX_CREST_OK || PQntuples(res) < 1 || PQnfields(res) < 1) {
         /* the macro does not parenthesize its level argument */
         level = (status == NGX_CREST_FAILED) ? NGX_LOG_ERR : NGX_LOG_WARN;
 
@@ -1182,6 +1210,11 @@ ngx_crest_job_send(ngx_http_request_t *r, ngx_crest_job_t *job)
     crest_jw_t         w;
     crest_buf_t        out;
     crest_allocator_t  a;
+
+    if (job->result == NGX_CREST_JOB_REFUSED) {
+        return ngx_crest_send_error(r, NGX_HTTP_CONFLICT, CREST_ERR_CONFLICT,
+                                    "the request was refused", NULL);
+    }
 
     if (job->result == NGX_CREST_JOB_NOT_CREATED) {
         if (job->status == NGX_CREST_FAILED) {
