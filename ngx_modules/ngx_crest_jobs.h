@@ -10,6 +10,9 @@
  * gone through after all.  So a row always gets its job, and a job always
  * has its row; the caller learns which of the two happened.
  *
+ * opts, when given, must be zeroed before its fields are set (ngx_memzero),
+ * so that fields added later keep their defaults.
+ *
  * Use from a content handler:
  *
  *     static void

@@ -3520,6 +3520,7 @@ ngx_http_crest_jobs_ping_body(ngx_http_request_t *r, json_t *body)
                                     "(crest_jobs_queues)", NULL);
     }
 
+    ngx_memzero(&opts, sizeof(ngx_crest_job_opts_t));
     opts.attempts = 1;
 
     /* what the ping processor reads (see workers/ping.c), and attempts */
