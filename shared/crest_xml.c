@@ -146,6 +146,9 @@ crest_xml_text(const char *xml, size_t n, const char *name, char *out,
 
         for (p = t + 1; p < e && *p != '<'; p++) {
             c = *p;
+            if (c == '\0') {
+                return -2;          /* would cut the C string short */
+            }
             if (c == '&') {
                 p = crest_xml_ref(p + 1, e, &c);
                 if (p == NULL) {

@@ -86,6 +86,8 @@ main(void)
     text("<!-- <UploadId>x</UploadId>", "UploadId", &rc);
     is_int(rc, -1, "an unterminated comment hides everything");
 
+    rc = crest_xml_text("<U>a\0c</U>", 10, "U", small, sizeof(small));
+    is_int(rc, -2, "a NUL byte in the text: refused");
     rc = crest_xml_text("<U>abcd</U>", 11, "U", small, sizeof(small));
     is_int(rc, -2, "too long for out: refused");
     rc = crest_xml_text("<U>abc</U>", 10, "U", small, sizeof(small));
