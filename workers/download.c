@@ -48,6 +48,7 @@
 #include <libpq-fe.h>
 
 #include "crest_urlsafe.h"
+#include "download_cleanup.h"
 #include "jobrows.h"
 #include "log.h"
 #include "processor.h"
@@ -1092,6 +1093,14 @@ crest_download_process(crest_job_ctx_t *ctx, const crest_job_t *job,
 
     if (!json_is_object(data)) {
         return fail(out, CREST_JOB_FAIL_FINAL, "data must be an object");
+    }
+
+    /* storage upkeep shares the queue (and its workers) with downloads */
+    if (job->name && strcmp(job->name, CREST_DOWNLOAD_DELETE_JOB) == 0) {
+        return crest_download_delete_process(ctx, job, out);
+    }
+    if (job->name && strcmp(job->name, CREST_DOWNLOADS_CLEANUP_JOB) == 0) {
+        return crest_downloads_cleanup_process(ctx, job, out);
     }
 
     id = json_string_value(json_object_get(data, "downloadId"));
