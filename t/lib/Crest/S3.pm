@@ -70,14 +70,14 @@ sub start {
     if ($pid == 0) {
         open STDOUT, '>', $log;
         open STDERR, '>&', \*STDOUT;
-        exec 'node', $BIN, '-d', $data, '-a', '127.0.0.1', '-p', '0',
-             '--configure-bucket', $self->{bucket};
+        { exec 'node', $BIN, '-d', $data, '-a', '127.0.0.1', '-p', '0',
+               '--configure-bucket', $self->{bucket} };
         POSIX::_exit(127);
     }
     $self->{pid} = $pid;
     my $deadline = time + 30;
     while (time < $deadline) {
-        my $text = do { local @ARGV = ($log); local $/; <> } // '';
+        my $text = -e $log ? do { local @ARGV = ($log); local $/; <> } // '' : '';
         if ($text =~ /listening on 127\.0\.0\.1:(\d+)/) {
             $self->{port} = $1;
             return $self;
