@@ -348,14 +348,16 @@ ngx_http_crest_trends_is_language(const char *s, size_t len)
 }
 
 
-static void
+static ngx_int_t
 ngx_http_crest_trends_uuid4(u_char *out)
 {
     u_char      b[16];
     ngx_uint_t  i;
     u_char     *p;
 
-    (void) RAND_bytes(b, sizeof(b));
+    if (RAND_bytes(b, sizeof(b)) != 1) {
+        return NGX_ERROR;
+    }
 
     b[6] = (b[6] & 0x0f) | 0x40;
     b[8] = (b[8] & 0x3f) | 0x80;
@@ -371,6 +373,8 @@ ngx_http_crest_trends_uuid4(u_char *out)
     }
 
     *p = '\0';
+
+    return NGX_OK;
 }
 
 
@@ -726,7 +730,12 @@ ngx_http_crest_trends_scrape_body(ngx_http_request_t *r, json_t *body)
         }
     }
 
-    ngx_http_crest_trends_uuid4(ctx->id);
+    if (ngx_http_crest_trends_uuid4(ctx->id) != NGX_OK) {
+        json_decref(filters);
+        ngx_log_error(NGX_LOG_ALERT, r->connection->log, 0,
+                      "crest trends: RAND_bytes() failed");
+        return NGX_HTTP_INTERNAL_SERVER_ERROR;
+    }
 
     /* the job's data: what the worker reads (workers/trend_scrape.c) */
     data = json_pack("{s:s, s:s, s:O, s:I, s:O}",
