@@ -32,17 +32,9 @@ my $apify = Crest::FakeHTTP->new(dir => $t->dir . '/fake-apify');
 my $reddit = Crest::FakeHTTP->new(dir => $t->dir . '/fake-reddit');
 $_->start for $yt, $apify, $reddit;
 
-# 2026-11-22T12:00:00Z: dateRange 7d starts 2026-11-15T12:00:00Z
-my $NOW = 1795348800;
-start_worker($t, 'c-scrape', scraper_env(
-    youtube => $yt->url, apify => $apify->url, reddit => $reddit->url,
-    more => { CREST_QUEUES => 'trend-scrape', CREST_TRENDING_NOW => $NOW,
-              CREST_TRENDING_BREAKER_FAILURES => 10,
-              CREST_TRENDING_APIFY_X_SCRAPE_INPUT =>
-                  '{"searchTerms":"{keywords}","maxItems":"{limit}","start":"{since}",'
-                  . '"tweetLanguage":"{language}","query":"{query}","onlyVideos":true}' }));
-
 my $alice = session($t, 'alice@example.com');
+# more scrapes than the free plan's ten
+$t->psql("INSERT INTO subscriptions (user_id, plan_id) VALUES ('$alice->{id}', 'pro')");
 
 sub scrape {
     my ($body) = @_;
@@ -72,6 +64,32 @@ sub search_result {
                                 id => { kind => 'youtube#video', videoId => $_ },
                                 snippet => { title => $_ } } } @{ $_[0] } ] };
 }
+
+# --- a job cancelled before the worker saw it (BullMQ could not remove it):
+# the worker marks the scrape cancelled and calls nobody
+my ($csid, $cjid) = scrape({ platform => 'youtube', keywords => ['never'] });
+$t->psql("UPDATE jobs SET status = 'cancelled' WHERE id = '$cjid'");
+
+# 2026-11-22T12:00:00Z: dateRange 7d starts 2026-11-15T12:00:00Z
+my $NOW = 1795348800;
+start_worker($t, 'c-scrape', scraper_env(
+    youtube => $yt->url, apify => $apify->url, reddit => $reddit->url,
+    more => { CREST_QUEUES => 'trend-scrape', CREST_TRENDING_NOW => $NOW,
+              CREST_TRENDING_BREAKER_FAILURES => 10,
+              CREST_TRENDING_APIFY_X_SCRAPE_INPUT =>
+                  '{"searchTerms":"{keywords}","maxItems":"{limit}","start":"{since}",'
+                  . '"tweetLanguage":"{language}","query":"{query}","onlyVideos":true}' }));
+
+my $cret = '';
+ok(wait_until(sub {
+    $cret = (Crest::Bull::crest_queue($t, 'get', 'trend-scrape', $cjid))[1] // '';
+    $cret =~ /"finishedOn"/;
+}, 15), 'the cancelled job ran');
+like($cret, qr/the scrape was deleted or cancelled/, 'and skipped its scrape');
+my ($cst) = $t->psql("SELECT status || '|' || (completed_at IS NOT NULL) FROM trend_scrapes WHERE id = '$csid'");
+is($cst, 'cancelled|true', 'the scrape row is cancelled');
+is(row($t, $cjid)->{status}, 'cancelled', 'the job row stays cancelled');
+is(scalar $yt->requests, 0, 'no call made');
 
 # --- YouTube: search.list then videos.list?id=, filters applied
 my $old = yt_video('y4', views => 99999);
@@ -110,10 +128,31 @@ like($req[0]{query}, qr/maxResults=50/, 'a whole page with minViews');
 like($req[0]{query}, qr/key=test-key/, 'the API key');
 like($req[1]{query}, qr/part=snippet,statistics,contentDetails/, 'videos.list parts');
 
+# more than one page of search: pageToken, ranks go on
+$yt->clear_requests;
+$yt->set_routes([
+    { path => '/youtube/v3/search', query => 'pageToken=P2', responses => [{ json => search_result([qw(p4 p5)]) }] },
+    { path => '/youtube/v3/search', responses => [{ json => search_result([qw(p1 p2 p3)], 'P2') }] },
+    { path => '/youtube/v3/videos', query => 'id=p1,p2,p3',
+      responses => [{ json => yt_list([ map { yt_video($_) } qw(p1 p2 p3) ]) }] },
+    { path => '/youtube/v3/videos', query => 'id=p4,p5',
+      responses => [{ json => yt_list([ map { yt_video($_) } qw(p4 p5) ]) }] },
+]);
+my ($psid, $pjid) = scrape({ platform => 'youtube', keywords => ['pages'], limit => 60 });
+$s = settled($psid, $pjid);
+is($s->{status}, 'completed', 'two pages: completed') or diag explain $s;
+is_deeply([ map { "$_->{platformId}:$_->{rank}" } @{ $s->{results} } ], [qw(p1:1 p2:2 p3:3 p4:4 p5:5)],
+          'both pages, ranked in order');
+@req = $yt->requests('/youtube/v3/search');
+is(scalar @req, 2, 'two search.list calls');
+like($req[0]{query}, qr/maxResults=50/, 'a full page first');
+unlike($req[0]{query}, qr/publishedAfter|relevanceLanguage/, 'no filters asked for');
+like($req[1]{query}, qr/pageToken=P2/, 'then the next page');
+
 # the list shows it completed, without results
 my $l = $t->http(GET => '/api/trends?status=completed', headers => bearer($alice))->{json}{data};
-is_deeply([ map { $_->{id} } @{ $l->{scrapes} } ], [ $sid ], 'listed as completed');
-is($l->{scrapes}[0]{resultCount}, 2, 'with its count');
+is_deeply([ map { $_->{id} } @{ $l->{scrapes} } ], [ $psid, $sid ], 'listed as completed');
+is($l->{scrapes}[1]{resultCount}, 2, 'with its count');
 
 # --- Reddit: 500 and 503 retried, then the answer
 my $listing = reddit_listing({ id => 'r1', score => 50 }, { id => 'r2' }, { id => 'r3' });
@@ -222,6 +261,20 @@ like($ret, qr/deleted or cancelled while it ran/, 'and left the missing row alon
 is(row($t, $jid)->{status}, 'cancelled', 'the job row stays cancelled');
 my ($n) = $t->psql("SELECT count(*) FROM trend_scrapes WHERE id = '$sid'");
 is($n, 0, 'no row came back');
+
+# --- YouTube refuses the key: failed at once, the key never shown
+$yt->clear_requests;
+$yt->set_routes([{ path => '/youtube/v3/search', responses => [{ status => 400, json => { error => {
+    code => 400, message => 'API key not valid. Please pass a valid API key.',
+    errors => [{ message => 'API key not valid. Please pass a valid API key.', domain => 'global',
+                 reason => 'badRequest' }], status => 'INVALID_ARGUMENT' } } }] }]);
+($sid, $jid) = scrape({ platform => 'youtube', keywords => ['key'] });
+$s = settled($sid, $jid);
+is($s->{status}, 'failed', 'a bad key: failed');
+like($s->{error}, qr/^youtube search\.list: HTTP 400: API key not valid/, "with YouTube's message");
+unlike($s->{error}, qr/test-key/, 'not the key');
+is(row($t, $jid)->{attempts}, 1, 'no job retry');
+is(scalar $yt->requests, 1, 'no call retry');
 
 # --- YouTube's quota spent: a 403 quotaExceeded fails the scrape at once
 $yt->clear_requests;

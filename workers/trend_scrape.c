@@ -223,6 +223,46 @@ tsc_query(tsc_t *s, const char *sep)
 }
 
 
+static int
+tsc_passes(tsc_t *s, const json_t *rec)
+{
+    const json_t  *v;
+    const char    *at;
+
+    if (s->min_views > 0) {
+        v = json_object_get(rec, "viewCount");
+        if (!json_is_integer(v) || json_integer_value(v) < s->min_views) {
+            return 0;
+        }
+    }
+
+    if (s->days) {
+        /* ISO-8601 UTC of one format compares as text */
+        at = json_string_value(json_object_get(rec, "publishedAt"));
+        if (at == NULL || strncmp(at, s->since, 19) < 0) {
+            return 0;
+        }
+    }
+
+    return 1;
+}
+
+
+static long
+tsc_passing(tsc_t *s, const json_t *items)
+{
+    const json_t  *rec;
+    size_t         i;
+    long           n = 0;
+
+    json_array_foreach(items, i, rec) {
+        n += tsc_passes(s, rec);
+    }
+
+    return n;
+}
+
+
 /* ---- the platforms ----------------------------------------------------- */
 
 static crest_trending_rc_t
@@ -235,7 +275,7 @@ tsc_youtube(tsc_t *s, json_t *items)
     const json_t                 *it;
     const char                   *id, *tok;
     char                         *key, *q, *page = NULL, *lang = NULL;
-    long                          want, n, pages;
+    long                          n, pages;
     size_t                        i;
 
     if (conf->youtube_key == NULL) {
@@ -253,15 +293,11 @@ tsc_youtube(tsc_t *s, json_t *items)
     crest_buf_init(&url, &crest_malloc_allocator);
     crest_buf_init(&ids, &crest_malloc_allocator);
 
-    /* with minViews, whole pages: some of them will be dropped */
-    want = s->min_views > 0 ? TSC_LIMIT_MAX : s->limit;
+    /* with filters, whole pages: some of the videos will be dropped */
+    n = (s->min_views > 0 || s->days) ? TSC_YT_PAGE
+        : s->limit < TSC_YT_PAGE ? s->limit : TSC_YT_PAGE;
 
-    for (pages = 0; pages < 2 && (long) json_array_size(items) < want;
-         pages++)
-    {
-        n = want - (long) json_array_size(items);
-        n = n > TSC_YT_PAGE || s->min_views > 0 ? TSC_YT_PAGE : n;
-
+    for (pages = 0; pages < 2 && tsc_passing(s, items) < s->limit; pages++) {
         crest_buf_reset(&url);
         crest_buf_appendf(&url, "%s/youtube/v3/search?part=snippet&type=video"
                           "&order=viewCount&maxResults=%ld&q=%s",
@@ -579,9 +615,8 @@ tsc_reddit(tsc_t *s, json_t *items)
 static json_t *
 tsc_filter(tsc_t *s, json_t *items)
 {
-    json_t      *kept, *rec, *v;
-    const char  *at;
-    size_t       i;
+    json_t  *kept, *rec;
+    size_t   i;
 
     kept = json_array();
     if (kept == NULL) {
@@ -593,19 +628,8 @@ tsc_filter(tsc_t *s, json_t *items)
             break;
         }
 
-        if (s->min_views > 0) {
-            v = json_object_get(rec, "viewCount");
-            if (!json_is_integer(v) || json_integer_value(v) < s->min_views) {
-                continue;
-            }
-        }
-
-        if (s->days) {
-            /* ISO-8601 UTC of one format compares as text */
-            at = json_string_value(json_object_get(rec, "publishedAt"));
-            if (at == NULL || strncmp(at, s->since, 19) < 0) {
-                continue;
-            }
+        if (!tsc_passes(s, rec)) {
+            continue;
         }
 
         json_object_set_new(rec, "rank",
