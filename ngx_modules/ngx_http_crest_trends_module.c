@@ -635,7 +635,7 @@ ngx_http_crest_trends_scrape_body(ngx_http_request_t *r, json_t *body)
 
     ctx = ngx_http_get_module_ctx(r, ngx_http_crest_trends_module);
 
-    /* every field named first, so that an unknown one is told apart */
+    /* refused rather than ignored: a misspelt "keyword" must not pass */
     json_object_foreach(body, key, v) {
         if (ngx_strcmp(key, "platform") != 0
             && ngx_strcmp(key, "keywords") != 0
