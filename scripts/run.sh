@@ -266,6 +266,7 @@ start_worker() {
     # setsid: a Ctrl-C in the terminal that ran `make run` must not reach it.
     # No job control in this shell, so setsid does not fork and $! is the pid.
     REDIS_URL=$REDIS_URL DATABASE_URL=$DATABASE_URL CREST_WORKER_LOG=$WORKER_LOG \
+        CREST_QUEUES=${CREST_QUEUES:-ping,trend-scrape} \
         setsid "$WORKER_BIN" </dev/null >>"$WORKER_LOG" 2>&1 &
     pid=$!
     printf '%s\n' "$pid" >"$WORKER_PID"
