@@ -2001,9 +2001,12 @@ ngx_http_crest_trending_refresh(ngx_http_crest_trending_ctx_t *ctx)
             return NGX_DONE;
         }
 
+        /* quiet: nothing was sent; an unknown queue was logged already */
         ngx_log_error(NGX_LOG_WARN, r->connection->log, 0,
                       "crest trending: the refresh of \"%V\" was not "
-                      "enqueued: the database is unavailable", &ctx->key);
+                      "enqueued%s", &ctx->key,
+                      rc == NGX_DECLINED ? ": the database is unavailable"
+                                         : "");
     }
 
     return ngx_http_crest_trending_send(ctx);
@@ -2068,7 +2071,6 @@ ngx_http_crest_trending_send(ngx_http_crest_trending_ctx_t *ctx)
 {
     char                 when[25];
     u_char              *p;
-    ngx_int_t            rc;
     ngx_str_t            meta, etag;
     crest_jw_t           w;
     crest_buf_t          out;
@@ -2114,13 +2116,7 @@ ngx_http_crest_trending_send(ngx_http_crest_trending_ctx_t *ctx)
             r->headers_out.content_length_n = -1;
             r->header_only = 1;
 
-            rc = ngx_http_send_header(r);
-
-            if (rc == NGX_ERROR || rc > NGX_OK) {
-                return rc;
-            }
-
-            return ngx_http_send_special(r, NGX_HTTP_LAST);
+            return ngx_http_send_header(r);
         }
     }
 
