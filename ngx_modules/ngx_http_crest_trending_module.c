@@ -475,9 +475,8 @@ ngx_http_crest_trending(ngx_conf_t *cf, ngx_command_t *cmd, void *conf)
 {
     ngx_http_crest_trending_loc_conf_t  *tlcf = conf;
 
-    ngx_str_t                            *value;
-    ngx_http_core_loc_conf_t             *clcf;
-    ngx_http_crest_trending_main_conf_t  *tmcf;
+    ngx_str_t                 *value;
+    ngx_http_core_loc_conf_t  *clcf;
 
     if (tlcf->what != NGX_CONF_UNSET_UINT) {
         return "is duplicate";
@@ -487,15 +486,6 @@ ngx_http_crest_trending(ngx_conf_t *cf, ngx_command_t *cmd, void *conf)
 
     if (ngx_strcmp(value[1].data, "list") == 0) {
         tlcf->what = NGX_CREST_TRENDING_LIST;
-
-        tmcf = ngx_http_conf_get_module_main_conf(cf,
-                                            ngx_http_crest_trending_module);
-
-        /* the refresh claims live in the zone: without one, a burst on
-         * stale data would enqueue a job per request */
-        if (tmcf->shm_zone == NULL) {
-            return "needs crest_trending_cache in http{} before it";
-        }
 
     } else if (ngx_strcmp(value[1].data, "regions") == 0) {
         tlcf->what = NGX_CREST_TRENDING_REGIONS;
@@ -1076,6 +1066,10 @@ ngx_http_crest_trending_from_shm(ngx_http_crest_trending_ctx_t *ctx,
     now = ngx_http_crest_trending_now();
     rc = NGX_DECLINED;
 
+    if (tmcf->shm_zone == NULL) {
+        return NGX_DECLINED;
+    }
+
     ngx_shmtx_lock(&tmcf->shpool->mutex);
 
     node = ngx_http_crest_trending_lookup(tmcf, &ctx->key);
@@ -1132,6 +1126,12 @@ ngx_http_crest_trending_store(ngx_http_crest_trending_ctx_t *ctx,
 
     tmcf = ctx->tmcf;
     now = ngx_http_crest_trending_now();
+
+    /* the refresh claims live in the zone: without one, a burst on stale
+     * data would enqueue a job per request, so none is */
+    if (tmcf->shm_zone == NULL) {
+        return;
+    }
 
     offlen = (c->nitems + 1) * sizeof(uint32_t);
     size = offsetof(ngx_http_crest_trending_node_t, data) + sizeof(uint32_t)
