@@ -1509,8 +1509,8 @@ ngx_http_crest_trending_redis(ngx_http_crest_trending_ctx_t *ctx)
         return ngx_http_crest_trending_pg(ctx);
     }
 
+    /* a failed bind has cancelled the command */
     if (ngx_crest_redis_bind(r, cmd) != NGX_OK) {
-        ngx_crest_redis_cancel(cmd);
         return NGX_HTTP_INTERNAL_SERVER_ERROR;
     }
 
@@ -1791,7 +1791,6 @@ ngx_http_crest_trending_pg(ngx_http_crest_trending_ctx_t *ctx)
     }
 
     if (ngx_crest_pg_bind(r, query) != NGX_OK) {
-        ngx_crest_pg_cancel(query);
         return NGX_HTTP_INTERNAL_SERVER_ERROR;
     }
 
