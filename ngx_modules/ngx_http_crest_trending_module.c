@@ -23,7 +23,8 @@
  * an empty page while data exists) and one trending-refresh job per
  * platform chart and "refresh" interval is enqueued: the claim is made in
  * shared memory under the zone's mutex, so a burst on stale data in any
- * number of worker processes enqueues one job.
+ * number of worker processes enqueues one job, and confirmed with a lock in
+ * Redis (SET NX PX) so that several nginx hosts enqueue one between them.
  *
  * An entry holds the items as one buffer of compact JSON texts joined by
  * commas plus their offsets, so a page is a slice of it: serving never
@@ -168,6 +169,8 @@ typedef struct {
     unsigned                   have_old:1;  /* an entry past "valid" */
 
     ngx_uint_t                 refresh;     /* members to refresh, bits */
+    ngx_uint_t                 locking;     /* the member whose lock is
+                                               being taken */
 } ngx_http_crest_trending_ctx_t;
 
 
@@ -1945,8 +1948,94 @@ ngx_http_crest_trending_enqueued(ngx_http_request_t *r, ngx_crest_job_t *job,
 }
 
 
+/* Enqueues the refresh of member i; NGX_DONE, or NGX_OK when it was not. */
+static ngx_int_t
+ngx_http_crest_trending_enqueue(ngx_http_crest_trending_ctx_t *ctx,
+    ngx_uint_t i)
+{
+    u_char                            *p;
+    ngx_int_t                          rc;
+    ngx_str_t                          name, data;
+    ngx_http_request_t                *r;
+    ngx_crest_job_opts_t               opts;
+    ngx_http_crest_trending_member_t  *m;
+
+    r = ctx->request;
+    m = &ctx->members[i];
+
+    data.data = ngx_pnalloc(r->pool, 128);
+    if (data.data == NULL) {
+        return NGX_OK;
+    }
+
+    p = ngx_snprintf(data.data, 128, "{\"platform\":\"%V\",\"region\":\"%s\"",
+                     &ngx_http_crest_trending_platforms[m->platform],
+                     ctx->region);
+    if (m->category.len) {
+        p = ngx_snprintf(p, 128 - (p - data.data), ",\"category\":\"%V\"",
+                         &m->category);
+    }
+    p = ngx_snprintf(p, 128 - (p - data.data), "}");
+    data.len = p - data.data;
+
+    ngx_str_set(&name, "refresh");
+
+    ngx_memzero(&opts, sizeof(ngx_crest_job_opts_t));
+    opts.system = 1;
+    opts.quiet = 1;
+
+    rc = ngx_crest_job_enqueue(r, &ctx->tmcf->queue, &name, &data, &opts,
+                               ngx_http_crest_trending_enqueued, ctx);
+
+    if (rc == NGX_DONE) {
+        return NGX_DONE;
+    }
+
+    /* quiet: nothing was sent; an unknown queue was logged already */
+    ngx_log_error(NGX_LOG_WARN, r->connection->log, 0,
+                  "crest trending: the refresh of \"%V\" was not enqueued%s",
+                  &ctx->key,
+                  rc == NGX_DECLINED ? ": the database is unavailable" : "");
+
+    return NGX_OK;
+}
+
+
 /*
- * Enqueues the next claimed refresh, then the next when it is done; sends
+ * Another nginx host's claim: the zone dedups within one host, this
+ * lock across hosts.  Without an answer from Redis the refresh is
+ * enqueued all the same: the zone's claim still bounds it.
+ */
+static void
+ngx_http_crest_trending_locked(void *data, ngx_crest_status_e status,
+    redisReply *reply)
+{
+    ngx_http_crest_trending_ctx_t  *ctx = data;
+
+    ngx_int_t  rc;
+
+    if (status == NGX_CREST_OK && reply->type == REDIS_REPLY_NIL) {
+        ngx_log_error(NGX_LOG_INFO, ctx->request->connection->log, 0,
+                      "crest trending: \"%V\" is being refreshed already",
+                      &ctx->key);
+        rc = NGX_OK;
+
+    } else {
+        rc = ngx_http_crest_trending_enqueue(ctx, ctx->locking);
+    }
+
+    if (rc != NGX_DONE) {
+        rc = ngx_http_crest_trending_refresh(ctx);
+    }
+
+    if (rc != NGX_DONE) {
+        ngx_crest_finalize(ctx->request, rc);
+    }
+}
+
+
+/*
+ * Takes the next claimed refresh: its lock in Redis, then its job; sends
  * the page after the last.  A refresh that cannot be enqueued is logged
  * and skipped: the read never fails for it.
  */
@@ -1954,11 +2043,12 @@ static ngx_int_t
 ngx_http_crest_trending_refresh(ngx_http_crest_trending_ctx_t *ctx)
 {
     u_char                            *p;
+    size_t                             argvlen[6];
     ngx_int_t                          rc;
-    ngx_str_t                          name, data;
     ngx_uint_t                         i;
+    const char                        *argv[6];
     ngx_http_request_t                *r;
-    ngx_crest_job_opts_t               opts;
+    ngx_crest_redis_cmd_t             *cmd;
     ngx_http_crest_trending_member_t  *m;
 
     r = ctx->request;
@@ -1969,43 +2059,51 @@ ngx_http_crest_trending_refresh(ngx_http_crest_trending_ctx_t *ctx)
         }
 
         ctx->refresh &= ~((ngx_uint_t) 1 << i);
+        ctx->locking = i;
         m = &ctx->members[i];
 
-        data.data = ngx_pnalloc(r->pool, 128);
-        if (data.data == NULL) {
+        p = ngx_pnalloc(r->pool, NGX_CREST_TRENDING_KEY_MAX + 32
+                                 + NGX_INT_T_LEN);
+        if (p == NULL) {
             continue;
         }
 
-        p = ngx_snprintf(data.data, 128,
-                         "{\"platform\":\"%V\",\"region\":\"%s\"",
-                         &ngx_http_crest_trending_platforms[m->platform],
-                         ctx->region);
-        if (m->category.len) {
-            p = ngx_snprintf(p, 128 - (p - data.data), ",\"category\":\"%V\"",
-                             &m->category);
+        argv[0] = "SET";
+        argv[1] = (const char *) p;
+        p = ngx_sprintf(p, "crest:trending:refresh:%V:%s:",
+                        &ngx_http_crest_trending_platforms[m->platform],
+                        ctx->region);
+        p = m->category.len ? ngx_cpymem(p, m->category.data, m->category.len)
+                            : ngx_cpymem(p, "all", 3);
+        argvlen[1] = p - (u_char *) argv[1];
+        argv[2] = "1";
+        argv[3] = "NX";
+        argv[4] = "PX";
+        argv[5] = (const char *) p;
+        argvlen[5] = ngx_sprintf(p, "%M", ctx->tmcf->refresh) - p;
+
+        argvlen[0] = 3;
+        argvlen[2] = 1;
+        argvlen[3] = 2;
+        argvlen[4] = 2;
+
+        cmd = ngx_crest_redis_command(6, argv, argvlen, 0,
+                                      ngx_http_crest_trending_locked, ctx,
+                                      r->connection->log);
+
+        if (cmd) {
+            if (ngx_crest_redis_bind(r, cmd) != NGX_OK) {
+                return NGX_HTTP_INTERNAL_SERVER_ERROR;
+            }
+
+            return NGX_DONE;
         }
-        p = ngx_snprintf(p, 128 - (p - data.data), "}");
-        data.len = p - data.data;
 
-        ngx_str_set(&name, "refresh");
-
-        ngx_memzero(&opts, sizeof(ngx_crest_job_opts_t));
-        opts.system = 1;
-        opts.quiet = 1;
-
-        rc = ngx_crest_job_enqueue(r, &ctx->tmcf->queue, &name, &data, &opts,
-                                   ngx_http_crest_trending_enqueued, ctx);
+        rc = ngx_http_crest_trending_enqueue(ctx, i);
 
         if (rc == NGX_DONE) {
             return NGX_DONE;
         }
-
-        /* quiet: nothing was sent; an unknown queue was logged already */
-        ngx_log_error(NGX_LOG_WARN, r->connection->log, 0,
-                      "crest trending: the refresh of \"%V\" was not "
-                      "enqueued%s", &ctx->key,
-                      rc == NGX_DECLINED ? ": the database is unavailable"
-                                         : "");
     }
 
     return ngx_http_crest_trending_send(ctx);

@@ -200,6 +200,16 @@ is_deeply(ids($r), [qw(old1 old2 old3)], '  the stale rows in rank order');
 is($r->{json}{data}{cached}, JSON::PP::true, '  from shared memory now');
 ok($r->{json}{data}{cacheExpiry} lt POSIX::strftime('%Y-%m-%dT%H:%M:%S', gmtime), '  cacheExpiry in the past');
 is(jobs("data->>'region' = 'FR'"), 1, '  still one refresh');
+cmp_ok($t->redis_cli('PTTL', 'crest:trending:refresh:youtube:FR:all'), '>', 0,
+       '  its lock for other nginx hosts, for refresh=');
+
+# another host's lock: stale data served, no second job
+$t->redis_cli('SET', 'crest:trending:refresh:youtube:NL:all', 1, 'PX', 60000);
+$t->psql(q{INSERT INTO trending_videos (platform, platform_id, region, rank, title, view_count, url, fetched_at)
+           VALUES ('youtube', 'nl1', 'NL', 1, 'nl1', 3, 'u', now() - interval '2 hours')});
+$r = get('?platform=youtube&region=NL');
+is_deeply(ids($r), ['nl1'], 'stale, locked by another host: served');
+is(jobs("data->>'region' = 'NL'"), 0, '  and no job enqueued here');
 
 # --- platform=all merges by view count (PostgreSQL and Redis)
 $t->psql(q{INSERT INTO trending_videos (platform, platform_id, region, category, rank, title, view_count, url)
