@@ -7,6 +7,9 @@ package Crest::S3;
 #
 #   my $s3 = Crest::S3->new(dir => $t->dir . '/s3', bucket => 'media')->start;
 #   $s3->endpoint;                 # http://127.0.0.1:PORT
+#   $s3->vhost_endpoint;           # http://s3.localhost:PORT, for
+#                                  # CREST_S3_PATH_STYLE=0 (bucket.s3.localhost;
+#                                  # libcurl resolves *.localhost to loopback)
 #   $s3->env;                      # CREST_STORAGE=s3 and the CREST_S3_* keys
 #   $s3->get($key);                # (status, body) of an unsigned GET
 #   $s3->presign($key, 60);        # a SigV4 query-signed GET URL
@@ -46,6 +49,7 @@ sub new {
 sub bucket   { $_[0]{bucket} }
 sub port     { $_[0]{port} }
 sub endpoint { "http://127.0.0.1:$_[0]{port}" }
+sub vhost_endpoint { "http://s3.localhost:$_[0]{port}" }
 sub pid      { $_[0]{pid} }
 
 sub env {
@@ -71,6 +75,7 @@ sub start {
         open STDOUT, '>', $log;
         open STDERR, '>&', \*STDOUT;
         { exec 'node', $BIN, '-d', $data, '-a', '127.0.0.1', '-p', '0',
+               '--service-endpoint', 'localhost',
                '--configure-bucket', $self->{bucket} };
         POSIX::_exit(127);
     }
