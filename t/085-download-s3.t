@@ -216,6 +216,21 @@ ok(wait_until(sub { state($jid5) eq 'failed' }, 60), 'missing bucket: job failed
 like(row($id5)->{error}, qr/NoSuchBucket/, 'missing bucket: the row says why');
 is($t->spawn_stop('nobucket'), 0, 'stops cleanly');
 
+# ---------------------------------------------------------------- virtual-hosted
+# CREST_S3_PATH_STYLE=0: requests go to crest-media.s3.localhost/<key>
+start_worker($t, 'vhost', %env, CREST_S3_PATH_STYLE => 0, CREST_S3_ENDPOINT => $s3->vhost_endpoint);
+my ($id6, $jid6) = new_download();
+ok(wait_until(sub { row($id6)->{status} =~ /^(?:completed|failed)\z/ }, 60), 'virtual-hosted: finished');
+is(row($id6)->{status}, 'completed', 'virtual-hosted: completed') or diag(row($id6)->{error});
+# s3rver logs the request path: /crest-media/downloads/... in path style,
+# /downloads/... when the bucket came in the Host header
+like(s3log(), qr{media/downloads/\S*\Q$id1\E}, 'path-style requests show the bucket in the path');
+like(s3log(), qr{Stored object "downloads/\S*\Q$id6\E/media\.mp4"}, 'virtual-hosted: stored');
+unlike(s3log(), qr{media/downloads/\S*\Q$id6\E}, 'virtual-hosted: never the bucket in the path');
+($st, $body) = $s3->get(row($id6)->{key});
+ok($st == 200 && $body eq $clip, 'virtual-hosted: the object, byte for byte');
+is($t->spawn_stop('vhost'), 0, 'stops cleanly');
+
 $s3->stop;
 $srv->stop;
 $t->stop;

@@ -132,6 +132,21 @@ ok(!grep({ m{^GET /hop} } @seen), 'yt-dlp started from the end of the chain')
     or diag(explain(\@seen));
 ok(scalar(grep { m{^GET /clip\.mp4} } @seen), 'and fetched the clip');
 
+# a server that refuses HEAD: one byte of a GET instead, redirects and all
+my $gsrv = Crest::MediaServer->new(root => $www, no_head => 1, log => $t->dir . '/no-head.log',
+                                   redirects => { '/go' => '/clip.mp4', '/bad' => $trap_url })->start;
+my ($g_id) = new_download($gsrv->url('/go'));
+ok(wait_until(sub { row($g_id)->{status} =~ /^(?:completed|failed)\z/ }, 60), 'no HEAD: finished');
+is(row($g_id)->{status}, 'completed', 'no HEAD: completed') or diag(row($g_id)->{error});
+my @g = $gsrv->requests;
+is_deeply([@g[0 .. 3]], ['HEAD /go ', 'GET /go bytes=0-0', 'HEAD /clip.mp4 ', 'GET /clip.mp4 bytes=0-0'],
+          'no HEAD: each hop asked again with a one-byte GET') or diag(explain(\@g));
+my ($gb_id, $gb_jid) = new_download($gsrv->url('/bad'));
+ok(wait_until(sub { state('download', $gb_jid) eq 'failed' }, 30), 'no HEAD, redirect to 127.0.0.2: failed');
+like(job('download', $gb_jid)->{failedReason}, $refused{'to-trap'}, 'no HEAD: the same refusal');
+$gsrv->stop;
+is_deeply([$trap->requests], [], 'still no request reached 127.0.0.2');
+
 is_deeply([problems($t, 'strict')], [], 'no warnings or errors');
 is($t->spawn_stop('strict'), 0, 'stops cleanly');
 

@@ -12,12 +12,15 @@
  * yt-dlp with it; cancel, timeout and shutdown kill the whole group.
  *
  * The URL is checked (shared/crest_urlsafe.h) and its host resolved once
- * here, every address checked, before yt-dlp may run; then yt-dlp -J says
+ * here, every address checked, and its redirects followed hop by hop under
+ * the same checks (preflight.c) before yt-dlp may run, from where they
+ * end; then yt-dlp -J says
  * which URLs media will come from, those are checked the same way, and the
  * download runs on that info (--load-info-json).  yt-dlp resolves names
- * again (2023.03.04 has no option to pin an address) and follows HTTP
- * redirects without a hook: a DNS answer that changes between the two
- * resolutions, or a redirect to an internal address, is the residual risk
+ * again (2023.03.04 has no option to pin an address) and follows the HTTP
+ * redirects it meets itself without a hook: a DNS answer that changes
+ * between the two resolutions, or a redirect that only yt-dlp's requests
+ * get, is the residual risk
  * (README, "Media downloads (worker)").  URLs that are IP literals have no
  * rebinding window.
  *
@@ -29,15 +32,12 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <math.h>
-#include <netdb.h>
-#include <netinet/in.h>
 #include <poll.h>
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/prctl.h>
-#include <sys/socket.h>
 #include <sys/stat.h>
 #include <sys/types.h>
 #include <sys/wait.h>

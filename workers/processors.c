@@ -16,7 +16,8 @@ const crest_processor_t  crest_processors[] = {
       "trending videos of {platform, region, category?, query?} into "
       "trending_videos and crest:trending:* (see README)" },
     { "download", crest_download_process,
-      "downloads {downloadId, userId, url, format, audioOnly} with yt-dlp" },
+      "downloads {downloadId, userId, url, format, audioOnly} with yt-dlp; "
+      "jobs named download-delete / downloads-cleanup remove stored files" },
     { "formats", crest_formats_process,
       "lists the formats yt-dlp -J finds for {url}" },
     { "trend-scrape", crest_trend_scrape_process,

@@ -12,7 +12,8 @@ package Crest::FakeHTTP;
 #     set_routes() replaces the script (the server reloads it and starts
 #     each route from its first response again);
 #   - records every request (method, path, query, headers, body, at) as a
-#     JSON line: requests() returns them, optionally only those of a path.
+#     JSON line: requests() returns them, optionally only those of a path
+#     (a body that is not UTF-8 comes as body_base64 instead of body).
 #
 #   my $f = Crest::FakeHTTP->new(dir => $t->dir . '/fake-yt');
 #   $f->set_routes([{ path => '/v', responses => [{ status => 500 }] }]);
@@ -24,6 +25,7 @@ use JSON::PP;
 use POSIX ();
 use Time::HiRes qw(time sleep);
 use File::Path qw(make_path);
+use MIME::Base64 ();
 
 my %REASON = (200 => 'OK', 201 => 'Created', 204 => 'No Content',
               400 => 'Bad Request', 401 => 'Unauthorized', 403 => 'Forbidden',
@@ -118,6 +120,11 @@ sub _serve {
         $query //= '';
         my $rec = { method => $req->{method}, path => $path, query => $query,
                     headers => $req->{headers}, body => $req->{body}, at => time };
+        # a body that is not UTF-8 (an upload) would make the line unreadable
+        if (!utf8::decode(my $copy = $req->{body})) {
+            $rec->{body} = undef;
+            $rec->{body_base64} = MIME::Base64::encode_base64($req->{body}, '');
+        }
         if (open my $lf, '>>', "$self->{dir}/requests.jsonl") {
             print $lf JSON::PP->new->canonical->encode($rec), "\n";
             close $lf;

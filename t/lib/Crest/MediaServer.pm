@@ -16,7 +16,8 @@ package Crest::MediaServer;
 # GET and HEAD, single byte ranges (206 with Content-Range, 416 past the
 # end), 404 for anything not a plain file under root; /status/NNN/...
 # answers status NNN; a path listed in redirects answers 302 with that
-# Location (set before start).  Each connection is
+# Location (set before start); with no_head => 1, HEAD answers 405 (servers
+# that only do GET).  Each connection is
 # served by a child of its own so that a throttled download never holds up
 # another request; `Connection: close` always.
 
@@ -34,7 +35,7 @@ my %TYPES = (mp4 => 'video/mp4', webm => 'video/webm', m4a => 'audio/mp4',
 sub new {
     my ($class, %o) = @_;
     return bless { root => $o{root}, rate => $o{rate} // 200_000,
-                   addr => $o{addr} // '127.0.0.1',
+                   addr => $o{addr} // '127.0.0.1', no_head => $o{no_head},
                    redirects => $o{redirects} // {},
                    chunk => $o{chunk} // 16_384,
                    log => $o{log} // "$o{root}/requests.log" }, $class;
@@ -117,6 +118,12 @@ sub _one {
     my $slow = $path =~ s{^/slow/}{/};
     my $range = $h{range} // '';
     if (open my $lf, '>>', $self->{log}) { print $lf "$method $path $range\n"; close $lf }
+
+    if ($method eq 'HEAD' && $self->{no_head}) {
+        print $c "HTTP/1.1 405 Method Not Allowed\r\nAllow: GET\r\n"
+               . "Content-Length: 0\r\nConnection: close\r\n\r\n";
+        return;
+    }
 
     if (defined(my $to = $self->{redirects}{$path})) {
         print $c "HTTP/1.1 302 Found\r\nLocation: $to\r\nContent-Length: 0\r\n"

@@ -7,6 +7,9 @@ package Crest::S3;
 #
 #   my $s3 = Crest::S3->new(dir => $t->dir . '/s3', bucket => 'media')->start;
 #   $s3->endpoint;                 # http://127.0.0.1:PORT
+#   $s3->vhost_endpoint;           # http://s3.localhost:PORT, for
+#                                  # CREST_S3_PATH_STYLE=0 (bucket.s3.localhost;
+#                                  # libcurl resolves *.localhost to loopback)
 #   $s3->env;                      # CREST_STORAGE=s3 and the CREST_S3_* keys
 #   $s3->get($key);                # (status, body) of an unsigned GET
 #   $s3->presign($key, 60);        # a SigV4 query-signed GET URL
@@ -26,6 +29,7 @@ use warnings;
 
 use Digest::SHA qw(hmac_sha256 hmac_sha256_hex sha256_hex);
 use HTTP::Tiny;
+use MIME::Base64 ();
 use POSIX ();
 use Time::HiRes qw(sleep time);
 use Cwd qw(abs_path);
@@ -46,6 +50,7 @@ sub new {
 sub bucket   { $_[0]{bucket} }
 sub port     { $_[0]{port} }
 sub endpoint { "http://127.0.0.1:$_[0]{port}" }
+sub vhost_endpoint { "http://s3.localhost:$_[0]{port}" }
 sub pid      { $_[0]{pid} }
 
 sub env {
@@ -71,6 +76,7 @@ sub start {
         open STDOUT, '>', $log;
         open STDERR, '>&', \*STDOUT;
         { exec 'node', $BIN, '-d', $data, '-a', '127.0.0.1', '-p', '0',
+               '--service-endpoint', 'localhost',
                '--configure-bucket', $self->{bucket} };
         POSIX::_exit(127);
     }
@@ -143,6 +149,40 @@ sub presign {
     $k = hmac_sha256('s3', $k);
     $k = hmac_sha256('aws4_request', $k);
     return "http://$host$path?$query&X-Amz-Signature=" . hmac_sha256_hex($sts, $k);
+}
+
+# Checks the SigV4 Authorization of a request as Crest::FakeHTTP records it
+# ({method, path, query, headers (lower-case), body}) the way S3 would:
+# the canonical request rebuilt from what arrived, the signature computed
+# with the secret.  Returns '' if it holds, else what is wrong.
+sub sigv4_problem {
+    my ($req, $secret, $region) = @_;
+    my $h = $req->{headers};
+    my $auth = $h->{authorization} // return 'no Authorization';
+    my ($cred, $signed, $sig) = $auth =~
+        m{^AWS4-HMAC-SHA256 Credential=([^,]+), ?SignedHeaders=([^,]+), ?Signature=([0-9a-f]{64})\z}
+        or return "malformed Authorization: $auth";
+    my ($key_id, $date, $reg, $svc, $term) = split m{/}, $cred;
+    return "scope $cred" unless $reg eq $region && $svc eq 's3' && $term eq 'aws4_request';
+    my $stamp = $h->{'x-amz-date'} // return 'no x-amz-date';
+    return 'date and scope differ' unless substr($stamp, 0, 8) eq $date;
+    my $payload = $h->{'x-amz-content-sha256'} // return 'no x-amz-content-sha256';
+    my $body = defined $req->{body_base64} ? MIME::Base64::decode_base64($req->{body_base64})
+             : $req->{body} // '';
+    utf8::encode($body) if utf8::is_utf8($body);
+    return 'x-amz-content-sha256 is not the hash of the body' unless $payload eq sha256_hex($body);
+    my @names = split /;/, $signed;
+    return 'x-amz-content-sha256 not signed' unless grep { $_ eq 'x-amz-content-sha256' } @names;
+    for (@names) { return "signed header $_ not sent" unless defined $h->{$_} }
+    my $query = join '&', sort map { /=/ ? $_ : "$_=" } grep { length } split /&/, $req->{query} // '';
+    my $creq = join "\n", $req->{method}, $req->{path}, $query,
+        (map { "$_:" . ($h->{$_} =~ s/^\s+|\s+$//gr) } @names), '', $signed, $payload;
+    my $sts = join "\n", 'AWS4-HMAC-SHA256', $stamp, "$date/$region/s3/aws4_request", sha256_hex($creq);
+    my $k = hmac_sha256($date, "AWS4$secret");
+    $k = hmac_sha256($region, $k);
+    $k = hmac_sha256('s3', $k);
+    $k = hmac_sha256('aws4_request', $k);
+    return hmac_sha256_hex($sts, $k) eq $sig ? '' : "signature mismatch for:\n$creq";
 }
 
 1;
