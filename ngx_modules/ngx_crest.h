@@ -51,6 +51,21 @@ ngx_int_t ngx_crest_send_error_meta(ngx_http_request_t *r, ngx_uint_t status,
     ngx_str_t *meta_extra);
 ngx_int_t ngx_crest_send_json(ngx_http_request_t *r, ngx_uint_t status,
     crest_buf_t *body);
+/* 400 VALIDATION_ERROR with details {"field": field} (field: a literal) */
+ngx_int_t ngx_crest_send_invalid(ngx_http_request_t *r, const char *field,
+    const char *message);
+/*
+ * A query string argument, unescaped and NUL-terminated in r->pool:
+ * NGX_OK, NGX_DECLINED when absent, NGX_ERROR when out of memory.
+ */
+ngx_int_t ngx_crest_arg(ngx_http_request_t *r, const char *name,
+    ngx_str_t *value);
+/*
+ * A query string argument that must be a number from 1 to max (dflt when
+ * absent): NGX_OK, NGX_DECLINED when it is not, NGX_ERROR (memory).
+ */
+ngx_int_t ngx_crest_arg_number(ngx_http_request_t *r, const char *name,
+    ngx_uint_t dflt, ngx_uint_t max, ngx_uint_t *out);
 /*
  * Reads a JSON request body and calls handler with it (an object when
  * require_object is set).  A missing or malformed body, a wrong content type

@@ -293,6 +293,83 @@ ngx_crest_send_error_meta(ngx_http_request_t *r, ngx_uint_t status,
     return ngx_crest_send_json(r, status, &b);
 }
 
+ngx_int_t
+ngx_crest_send_invalid(ngx_http_request_t *r, const char *field,
+    const char *message)
+{
+    crest_jw_t         w;
+    crest_buf_t        details;
+    crest_allocator_t  a;
+
+    ngx_crest_pool_allocator(&a, r->pool);
+    crest_buf_init(&details, &a);
+    crest_jw_init(&w, &details);
+
+    crest_jw_obj_begin(&w);
+    crest_jw_key(&w, "field");
+    crest_jw_str(&w, field);
+    crest_jw_obj_end(&w);
+
+    return ngx_crest_send_error(r, NGX_HTTP_BAD_REQUEST,
+                                CREST_ERR_VALIDATION_ERROR, message, &details);
+}
+
+
+ngx_int_t
+ngx_crest_arg(ngx_http_request_t *r, const char *name, ngx_str_t *value)
+{
+    u_char     *dst, *src;
+    ngx_str_t   raw;
+
+    if (ngx_http_arg(r, (u_char *) name, ngx_strlen(name), &raw) != NGX_OK) {
+        return NGX_DECLINED;
+    }
+
+    dst = ngx_pnalloc(r->pool, raw.len + 1);
+    if (dst == NULL) {
+        return NGX_ERROR;
+    }
+
+    value->data = dst;
+    src = raw.data;
+    ngx_unescape_uri(&dst, &src, raw.len, NGX_UNESCAPE_URI);
+    value->len = dst - value->data;
+    *dst = '\0';
+
+    return NGX_OK;
+}
+
+
+ngx_int_t
+ngx_crest_arg_number(ngx_http_request_t *r, const char *name,
+    ngx_uint_t dflt, ngx_uint_t max, ngx_uint_t *out)
+{
+    ngx_int_t  rc, n;
+    ngx_str_t  v;
+
+    rc = ngx_crest_arg(r, name, &v);
+
+    if (rc == NGX_ERROR) {
+        return NGX_ERROR;
+    }
+
+    if (rc == NGX_DECLINED) {
+        *out = dflt;
+        return NGX_OK;
+    }
+
+    /* 6 digits: no overflow, and more than any page or limit needs */
+    n = (v.len && v.len <= 6) ? ngx_atoi(v.data, v.len) : NGX_ERROR;
+
+    if (n == NGX_ERROR || n < 1 || (ngx_uint_t) n > max) {
+        return NGX_DECLINED;
+    }
+
+    *out = n;
+
+    return NGX_OK;
+}
+
 
 void
 ngx_crest_finalize(ngx_http_request_t *r, ngx_int_t rc)

@@ -1744,79 +1744,6 @@ ngx_http_crest_jobs_listed(void *data, ngx_crest_status_e status,
 
 
 static ngx_int_t
-ngx_http_crest_jobs_bad_arg(ngx_http_request_t *r, const char *field,
-    const char *message)
-{
-    crest_buf_t        details;
-    crest_allocator_t  a;
-
-    ngx_crest_pool_allocator(&a, r->pool);
-    crest_buf_init(&details, &a);
-    crest_buf_appendf(&details, "{\"field\":\"%s\"}", field);
-
-    return ngx_crest_send_error(r, NGX_HTTP_BAD_REQUEST,
-                                CREST_ERR_VALIDATION_ERROR, message, &details);
-}
-
-
-/* An argument of the query string, unescaped; NGX_DECLINED when absent. */
-static ngx_int_t
-ngx_http_crest_jobs_arg(ngx_http_request_t *r, const char *name,
-    ngx_str_t *value)
-{
-    u_char     *dst, *src;
-    ngx_str_t   raw;
-
-    if (ngx_http_arg(r, (u_char *) name, ngx_strlen(name), &raw) != NGX_OK) {
-        return NGX_DECLINED;
-    }
-
-    dst = ngx_pnalloc(r->pool, raw.len + 1);
-    if (dst == NULL) {
-        return NGX_ERROR;
-    }
-
-    value->data = dst;
-    src = raw.data;
-    ngx_unescape_uri(&dst, &src, raw.len, NGX_UNESCAPE_URI);
-    value->len = dst - value->data;
-    *dst = '\0';
-
-    return NGX_OK;
-}
-
-
-static ngx_int_t
-ngx_http_crest_jobs_number_arg(ngx_http_request_t *r, const char *name,
-    ngx_uint_t dflt, ngx_uint_t max, ngx_uint_t *out)
-{
-    ngx_int_t  rc, n;
-    ngx_str_t  v;
-
-    rc = ngx_http_crest_jobs_arg(r, name, &v);
-
-    if (rc == NGX_ERROR) {
-        return NGX_ERROR;
-    }
-
-    if (rc == NGX_DECLINED) {
-        *out = dflt;
-        return NGX_OK;
-    }
-
-    n = (v.len && v.len <= 6) ? ngx_atoi(v.data, v.len) : NGX_ERROR;
-
-    if (n == NGX_ERROR || n < 1 || (ngx_uint_t) n > max) {
-        return NGX_DECLINED;
-    }
-
-    *out = n;
-
-    return NGX_OK;
-}
-
-
-static ngx_int_t
 ngx_http_crest_jobs_list(ngx_http_crest_jobs_ctx_t *ctx)
 {
     u_char              *limit, *offset;
@@ -1828,26 +1755,26 @@ ngx_http_crest_jobs_list(ngx_http_crest_jobs_ctx_t *ctx)
 
     r = ctx->request;
 
-    rc = ngx_http_crest_jobs_number_arg(r, "page", 1, NGX_CREST_JOBS_PAGE_MAX,
+    rc = ngx_crest_arg_number(r, "page", 1, NGX_CREST_JOBS_PAGE_MAX,
                                         &ctx->page);
     if (rc == NGX_ERROR) {
         return NGX_HTTP_INTERNAL_SERVER_ERROR;
     }
 
     if (rc == NGX_DECLINED) {
-        return ngx_http_crest_jobs_bad_arg(r, "page",
+        return ngx_crest_send_invalid(r, "page",
                                        "page must be an integer from 1 to "
                                        ngx_value(NGX_CREST_JOBS_PAGE_MAX));
     }
 
-    rc = ngx_http_crest_jobs_number_arg(r, "limit", 20,
+    rc = ngx_crest_arg_number(r, "limit", 20,
                                         NGX_CREST_JOBS_LIMIT_MAX, &ctx->limit);
     if (rc == NGX_ERROR) {
         return NGX_HTTP_INTERNAL_SERVER_ERROR;
     }
 
     if (rc == NGX_DECLINED) {
-        return ngx_http_crest_jobs_bad_arg(r, "limit",
+        return ngx_crest_send_invalid(r, "limit",
                                            "limit must be an integer from 1 "
                                            "to 100");
     }
@@ -1856,7 +1783,7 @@ ngx_http_crest_jobs_list(ngx_http_crest_jobs_ctx_t *ctx)
     values[1] = NULL;
     values[2] = NULL;
 
-    rc = ngx_http_crest_jobs_arg(r, "queue", &queue);
+    rc = ngx_crest_arg(r, "queue", &queue);
     if (rc == NGX_ERROR) {
         return NGX_HTTP_INTERNAL_SERVER_ERROR;
     }
@@ -1866,13 +1793,13 @@ ngx_http_crest_jobs_list(ngx_http_crest_jobs_ctx_t *ctx)
                                            NULL)
             == NULL)
         {
-            return ngx_http_crest_jobs_bad_arg(r, "queue", "no such queue");
+            return ngx_crest_send_invalid(r, "queue", "no such queue");
         }
 
         values[1] = (const char *) queue.data;
     }
 
-    rc = ngx_http_crest_jobs_arg(r, "status", &status);
+    rc = ngx_crest_arg(r, "status", &status);
     if (rc == NGX_ERROR) {
         return NGX_HTTP_INTERNAL_SERVER_ERROR;
     }
@@ -1891,7 +1818,7 @@ ngx_http_crest_jobs_list(ngx_http_crest_jobs_ctx_t *ctx)
         }
 
         if (i == n) {
-            return ngx_http_crest_jobs_bad_arg(r, "status",
+            return ngx_crest_send_invalid(r, "status",
                                            "status must be pending, queued, "
                                            "active, completed, failed or "
                                            "cancelled");
@@ -3539,7 +3466,7 @@ ngx_http_crest_jobs_ping_body(ngx_http_request_t *r, json_t *body)
             n = json_is_integer(v) ? json_integer_value(v) : -1;
 
             if (n < 0 || n > NGX_CREST_JOBS_PING_DELAY) {
-                return ngx_http_crest_jobs_bad_arg(r, "delayMs",
+                return ngx_crest_send_invalid(r, "delayMs",
                                        "delayMs must be an integer from 0 to "
                                        ngx_value(NGX_CREST_JOBS_PING_DELAY));
             }
@@ -3553,7 +3480,7 @@ ngx_http_crest_jobs_ping_body(ngx_http_request_t *r, json_t *body)
                 || !crest_is_clean_text(json_string_value(v),
                                         json_string_length(v)))
             {
-                return ngx_http_crest_jobs_bad_arg(r, key,
+                return ngx_crest_send_invalid(r, key,
                                            "fail and log must be 1 to 1000 "
                                            "characters of text");
             }
@@ -3565,7 +3492,7 @@ ngx_http_crest_jobs_ping_body(ngx_http_request_t *r, json_t *body)
             n = json_is_integer(v) ? json_integer_value(v) : -1;
 
             if (n < 0 || n > NGX_CREST_JOB_ATTEMPTS_MAX) {
-                return ngx_http_crest_jobs_bad_arg(r, key,
+                return ngx_crest_send_invalid(r, key,
                                            "failTimes must be an integer "
                                            "from 0 to 100");
             }
@@ -3577,7 +3504,7 @@ ngx_http_crest_jobs_ping_body(ngx_http_request_t *r, json_t *body)
             n = json_is_integer(v) ? json_integer_value(v) : -1;
 
             if (n < 1 || n > 10) {
-                return ngx_http_crest_jobs_bad_arg(r, key,
+                return ngx_crest_send_invalid(r, key,
                                            "attempts must be an integer "
                                            "from 1 to 10");
             }
@@ -3586,7 +3513,7 @@ ngx_http_crest_jobs_ping_body(ngx_http_request_t *r, json_t *body)
             continue;
         }
 
-        return ngx_http_crest_jobs_bad_arg(r, key,
+        return ngx_crest_send_invalid(r, key,
                                        "unknown field: ping takes data, "
                                        "progress, delayMs, fail, failTimes, "
                                        "log and attempts");
@@ -3616,7 +3543,7 @@ ngx_http_crest_jobs_ping_body(ngx_http_request_t *r, json_t *body)
     }
 
     if (text.len > NGX_CREST_JOB_DATA_MAX) {
-        return ngx_http_crest_jobs_bad_arg(r, "data",
+        return ngx_crest_send_invalid(r, "data",
                                            "a ping's data is at most 512k");
     }
 

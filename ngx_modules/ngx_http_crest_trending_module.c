@@ -869,49 +869,6 @@ ngx_http_crest_trending_now(void)
 }
 
 
-static ngx_int_t
-ngx_http_crest_trending_bad_arg(ngx_http_request_t *r, const char *field,
-    const char *message)
-{
-    crest_buf_t        details;
-    crest_allocator_t  a;
-
-    ngx_crest_pool_allocator(&a, r->pool);
-    crest_buf_init(&details, &a);
-    crest_buf_appendf(&details, "{\"field\":\"%s\"}", field);
-
-    return ngx_crest_send_error(r, NGX_HTTP_BAD_REQUEST,
-                                CREST_ERR_VALIDATION_ERROR, message, &details);
-}
-
-
-/* An argument of the query string, unescaped; NGX_DECLINED when absent. */
-static ngx_int_t
-ngx_http_crest_trending_arg(ngx_http_request_t *r, const char *name,
-    ngx_str_t *value)
-{
-    u_char     *dst, *src;
-    ngx_str_t   raw;
-
-    if (ngx_http_arg(r, (u_char *) name, ngx_strlen(name), &raw) != NGX_OK) {
-        return NGX_DECLINED;
-    }
-
-    dst = ngx_pnalloc(r->pool, raw.len + 1);
-    if (dst == NULL) {
-        return NGX_ERROR;
-    }
-
-    value->data = dst;
-    src = raw.data;
-    ngx_unescape_uri(&dst, &src, raw.len, NGX_UNESCAPE_URI);
-    value->len = dst - value->data;
-    *dst = '\0';
-
-    return NGX_OK;
-}
-
-
 /* 1..max, or NGX_ERROR */
 static ngx_int_t
 ngx_http_crest_trending_number(ngx_str_t *v, ngx_uint_t max)
@@ -1308,7 +1265,7 @@ ngx_http_crest_trending_list(ngx_http_request_t *r)
     /* unknown arguments are ignored: they do not split the cache either */
 
     ctx->platform = NGX_CREST_TRENDING_ALL;
-    rc = ngx_http_crest_trending_arg(r, "platform", &v);
+    rc = ngx_crest_arg(r, "platform", &v);
     if (rc == NGX_ERROR) {
         return NGX_HTTP_INTERNAL_SERVER_ERROR;
     }
@@ -1316,7 +1273,7 @@ ngx_http_crest_trending_list(ngx_http_request_t *r)
     if (rc == NGX_OK) {
         n = ngx_http_crest_trending_platform(v.data, v.len, 1);
         if (n == NGX_ERROR) {
-            return ngx_http_crest_trending_bad_arg(r, "platform",
+            return ngx_crest_send_invalid(r, "platform",
                              "platform must be youtube, tiktok, reddit, x "
                              "or all");
         }
@@ -1324,7 +1281,7 @@ ngx_http_crest_trending_list(ngx_http_request_t *r)
     }
 
     ngx_memcpy(ctx->region, "US", 3);
-    rc = ngx_http_crest_trending_arg(r, "region", &v);
+    rc = ngx_crest_arg(r, "region", &v);
     if (rc == NGX_ERROR) {
         return NGX_HTTP_INTERNAL_SERVER_ERROR;
     }
@@ -1334,7 +1291,7 @@ ngx_http_crest_trending_list(ngx_http_request_t *r)
             || (v.data[0] >= '0' && v.data[0] <= '9')
             || (v.data[1] >= '0' && v.data[1] <= '9'))
         {
-            return ngx_http_crest_trending_bad_arg(r, "region",
+            return ngx_crest_send_invalid(r, "region",
                              "region must be a two-letter country code");
         }
         ctx->region[0] = ngx_toupper(v.data[0]);
@@ -1342,14 +1299,14 @@ ngx_http_crest_trending_list(ngx_http_request_t *r)
     }
 
     ngx_str_null(&ctx->category);
-    rc = ngx_http_crest_trending_arg(r, "category", &v);
+    rc = ngx_crest_arg(r, "category", &v);
     if (rc == NGX_ERROR) {
         return NGX_HTTP_INTERNAL_SERVER_ERROR;
     }
 
     if (rc == NGX_OK && v.len) {
         if (ctx->platform == NGX_CREST_TRENDING_ALL) {
-            return ngx_http_crest_trending_bad_arg(r, "category",
+            return ngx_crest_send_invalid(r, "category",
                              "a category needs one platform: categories "
                              "differ between platforms");
         }
@@ -1357,7 +1314,7 @@ ngx_http_crest_trending_list(ngx_http_request_t *r)
         if (!ngx_http_crest_trending_category_ok(ctx->platform, v.data,
                                                  v.len))
         {
-            return ngx_http_crest_trending_bad_arg(r, "category",
+            return ngx_crest_send_invalid(r, "category",
                              ctx->platform == 0
                              ? "category: a YouTube videoCategoryId (digits)"
                              : ctx->platform == 3
@@ -1371,7 +1328,7 @@ ngx_http_crest_trending_list(ngx_http_request_t *r)
     }
 
     ctx->page = 1;
-    rc = ngx_http_crest_trending_arg(r, "page", &v);
+    rc = ngx_crest_arg(r, "page", &v);
     if (rc == NGX_ERROR) {
         return NGX_HTTP_INTERNAL_SERVER_ERROR;
     }
@@ -1379,14 +1336,14 @@ ngx_http_crest_trending_list(ngx_http_request_t *r)
     if (rc == NGX_OK) {
         n = ngx_http_crest_trending_number(&v, NGX_CREST_TRENDING_PAGE_MAX);
         if (n == NGX_ERROR) {
-            return ngx_http_crest_trending_bad_arg(r, "page",
+            return ngx_crest_send_invalid(r, "page",
                              "page must be an integer from 1 to 10000");
         }
         ctx->page = n;
     }
 
     ctx->limit = NGX_CREST_TRENDING_LIMIT_DFLT;
-    rc = ngx_http_crest_trending_arg(r, "limit", &v);
+    rc = ngx_crest_arg(r, "limit", &v);
     if (rc == NGX_ERROR) {
         return NGX_HTTP_INTERNAL_SERVER_ERROR;
     }
@@ -1394,7 +1351,7 @@ ngx_http_crest_trending_list(ngx_http_request_t *r)
     if (rc == NGX_OK) {
         n = ngx_http_crest_trending_number(&v, NGX_CREST_TRENDING_LIMIT_MAX);
         if (n == NGX_ERROR) {
-            return ngx_http_crest_trending_bad_arg(r, "limit",
+            return ngx_crest_send_invalid(r, "limit",
                              "limit must be an integer from 1 to 50");
         }
         ctx->limit = n;
@@ -2313,7 +2270,7 @@ ngx_http_crest_trending_categories(ngx_http_request_t *r)
 
     platform = NGX_CREST_TRENDING_ALL;
 
-    rc = ngx_http_crest_trending_arg(r, "platform", &v);
+    rc = ngx_crest_arg(r, "platform", &v);
     if (rc == NGX_ERROR) {
         return NGX_HTTP_INTERNAL_SERVER_ERROR;
     }
@@ -2321,7 +2278,7 @@ ngx_http_crest_trending_categories(ngx_http_request_t *r)
     if (rc == NGX_OK) {
         platform = ngx_http_crest_trending_platform(v.data, v.len, 1);
         if (platform == NGX_ERROR) {
-            return ngx_http_crest_trending_bad_arg(r, "platform",
+            return ngx_crest_send_invalid(r, "platform",
                              "platform must be youtube, tiktok, reddit, x "
                              "or all");
         }

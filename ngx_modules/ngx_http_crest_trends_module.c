@@ -423,63 +423,6 @@ ngx_http_crest_trends_row_json(crest_jw_t *w, PGresult *res, int row,
 }
 
 
-/* An argument of the query string, unescaped; NGX_DECLINED when absent. */
-static ngx_int_t
-ngx_http_crest_trends_arg(ngx_http_request_t *r, const char *name,
-    ngx_str_t *value)
-{
-    u_char     *dst, *src;
-    ngx_str_t   raw;
-
-    if (ngx_http_arg(r, (u_char *) name, ngx_strlen(name), &raw) != NGX_OK) {
-        return NGX_DECLINED;
-    }
-
-    dst = ngx_pnalloc(r->pool, raw.len + 1);
-    if (dst == NULL) {
-        return NGX_ERROR;
-    }
-
-    value->data = dst;
-    src = raw.data;
-    ngx_unescape_uri(&dst, &src, raw.len, NGX_UNESCAPE_URI);
-    value->len = dst - value->data;
-    *dst = '\0';
-
-    return NGX_OK;
-}
-
-
-static ngx_int_t
-ngx_http_crest_trends_number_arg(ngx_http_request_t *r, const char *name,
-    ngx_uint_t dflt, ngx_uint_t max, ngx_uint_t *out)
-{
-    ngx_int_t  rc, n;
-    ngx_str_t  v;
-
-    rc = ngx_http_crest_trends_arg(r, name, &v);
-
-    if (rc == NGX_ERROR) {
-        return NGX_ERROR;
-    }
-
-    if (rc == NGX_DECLINED) {
-        *out = dflt;
-        return NGX_OK;
-    }
-
-    n = (v.len && v.len <= 6) ? ngx_atoi(v.data, v.len) : NGX_ERROR;
-
-    if (n == NGX_ERROR || n < 1 || (ngx_uint_t) n > max) {
-        return NGX_DECLINED;
-    }
-
-    *out = n;
-
-    return NGX_OK;
-}
-
-
 /* POST /api/trends/scrape */
 
 static void
@@ -884,7 +827,7 @@ ngx_http_crest_trends_list(ngx_http_crest_trends_ctx_t *ctx)
 
     r = ctx->request;
 
-    rc = ngx_http_crest_trends_number_arg(r, "page", 1,
+    rc = ngx_crest_arg_number(r, "page", 1,
                                           NGX_CREST_TRENDS_PAGE_MAX,
                                           &ctx->page);
     if (rc == NGX_ERROR) {
@@ -897,7 +840,7 @@ ngx_http_crest_trends_list(ngx_http_crest_trends_ctx_t *ctx)
                                      ngx_value(NGX_CREST_TRENDS_PAGE_MAX));
     }
 
-    rc = ngx_http_crest_trends_number_arg(r, "limit", 20,
+    rc = ngx_crest_arg_number(r, "limit", 20,
                                           NGX_CREST_TRENDS_PER_PAGE_MAX,
                                           &ctx->limit);
     if (rc == NGX_ERROR) {
@@ -914,7 +857,7 @@ ngx_http_crest_trends_list(ngx_http_crest_trends_ctx_t *ctx)
     values[1] = NULL;
     values[2] = NULL;
 
-    rc = ngx_http_crest_trends_arg(r, "status", &v);
+    rc = ngx_crest_arg(r, "status", &v);
     if (rc == NGX_ERROR) {
         return NGX_HTTP_INTERNAL_SERVER_ERROR;
     }
@@ -932,7 +875,7 @@ ngx_http_crest_trends_list(ngx_http_crest_trends_ctx_t *ctx)
         values[1] = (const char *) v.data;
     }
 
-    rc = ngx_http_crest_trends_arg(r, "platform", &v);
+    rc = ngx_crest_arg(r, "platform", &v);
     if (rc == NGX_ERROR) {
         return NGX_HTTP_INTERNAL_SERVER_ERROR;
     }
