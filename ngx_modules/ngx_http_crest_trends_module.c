@@ -239,28 +239,6 @@ ngx_http_crest_trends_one_of(const char *s, size_t len, const char **list)
 
 
 static ngx_int_t
-ngx_http_crest_trends_bad(ngx_http_request_t *r, const char *field,
-    const char *message)
-{
-    crest_jw_t         w;
-    crest_buf_t        details;
-    crest_allocator_t  a;
-
-    ngx_crest_pool_allocator(&a, r->pool);
-    crest_buf_init(&details, &a);
-    crest_jw_init(&w, &details);
-
-    crest_jw_obj_begin(&w);
-    crest_jw_key(&w, "field");
-    crest_jw_str(&w, field);
-    crest_jw_obj_end(&w);
-
-    return ngx_crest_send_error(r, NGX_HTTP_BAD_REQUEST,
-                                CREST_ERR_VALIDATION_ERROR, message, &details);
-}
-
-
-static ngx_int_t
 ngx_http_crest_trends_not_found(ngx_http_request_t *r)
 {
     return ngx_crest_send_error(r, NGX_HTTP_NOT_FOUND, CREST_ERR_NOT_FOUND,
@@ -585,7 +563,7 @@ ngx_http_crest_trends_scrape_body(ngx_http_request_t *r, json_t *body)
             && ngx_strcmp(key, "limit") != 0
             && ngx_strcmp(key, "filters") != 0)
         {
-            return ngx_http_crest_trends_bad(r, key,
+            return ngx_crest_send_invalid(r, key,
                                          "unknown field: a scrape takes "
                                          "platform, keywords, limit and "
                                          "filters");
@@ -610,7 +588,7 @@ ngx_http_crest_trends_scrape_body(ngx_http_request_t *r, json_t *body)
     }
 
     if (p == NGX_ERROR) {
-        return ngx_http_crest_trends_bad(r, "platform",
+        return ngx_crest_send_invalid(r, "platform",
                                          "platform must be youtube, tiktok, "
                                          "x (or twitter) or reddit");
     }
@@ -620,7 +598,7 @@ ngx_http_crest_trends_scrape_body(ngx_http_request_t *r, json_t *body)
     if (!json_is_array(v) || json_array_size(v) == 0
         || json_array_size(v) > NGX_CREST_TRENDS_KEYWORDS_MAX)
     {
-        return ngx_http_crest_trends_bad(r, "keywords",
+        return ngx_crest_send_invalid(r, "keywords",
                                          "keywords must be an array of 1 to "
                                          "10 strings");
     }
@@ -636,7 +614,7 @@ ngx_http_crest_trends_scrape_body(ngx_http_request_t *r, json_t *body)
             || !crest_is_clean_text(s, len)
             || strspn(s, " \t") == len)
         {
-            return ngx_http_crest_trends_bad(r, "keywords",
+            return ngx_crest_send_invalid(r, "keywords",
                                              "each keyword must be 1 to 100 "
                                              "characters of text");
         }
@@ -651,7 +629,7 @@ ngx_http_crest_trends_scrape_body(ngx_http_request_t *r, json_t *body)
         limit = json_is_integer(v) ? json_integer_value(v) : 0;
 
         if (limit < 1 || limit > NGX_CREST_TRENDS_LIMIT_MAX) {
-            return ngx_http_crest_trends_bad(r, "limit",
+            return ngx_crest_send_invalid(r, "limit",
                                              "limit must be an integer from "
                                              "1 to 100");
         }
@@ -669,7 +647,7 @@ ngx_http_crest_trends_scrape_body(ngx_http_request_t *r, json_t *body)
 
         if (field) {
             json_decref(filters);
-            return ngx_http_crest_trends_bad(r, field, why);
+            return ngx_crest_send_invalid(r, field, why);
         }
     }
 
@@ -835,7 +813,7 @@ ngx_http_crest_trends_list(ngx_http_crest_trends_ctx_t *ctx)
     }
 
     if (rc == NGX_DECLINED) {
-        return ngx_http_crest_trends_bad(r, "page",
+        return ngx_crest_send_invalid(r, "page",
                                      "page must be an integer from 1 to "
                                      ngx_value(NGX_CREST_TRENDS_PAGE_MAX));
     }
@@ -848,7 +826,7 @@ ngx_http_crest_trends_list(ngx_http_crest_trends_ctx_t *ctx)
     }
 
     if (rc == NGX_DECLINED) {
-        return ngx_http_crest_trends_bad(r, "limit",
+        return ngx_crest_send_invalid(r, "limit",
                                          "limit must be an integer from 1 "
                                          "to 100");
     }
@@ -867,7 +845,7 @@ ngx_http_crest_trends_list(ngx_http_crest_trends_ctx_t *ctx)
                                          ngx_http_crest_trends_statuses)
             == NGX_ERROR)
         {
-            return ngx_http_crest_trends_bad(r, "status",
+            return ngx_crest_send_invalid(r, "status",
                                          "status must be pending, running, "
                                          "completed, failed or cancelled");
         }
@@ -889,7 +867,7 @@ ngx_http_crest_trends_list(ngx_http_crest_trends_ctx_t *ctx)
                                          ngx_http_crest_trends_platforms)
             == NGX_ERROR)
         {
-            return ngx_http_crest_trends_bad(r, "platform",
+            return ngx_crest_send_invalid(r, "platform",
                                          "platform must be youtube, tiktok, "
                                          "x (or twitter) or reddit");
         }
