@@ -776,17 +776,7 @@ ngx_http_crest_trends_listed(void *data, ngx_crest_status_e status,
 
     crest_jw_arr_end(&w);
 
-    crest_jw_key(&w, "pagination");
-    crest_jw_obj_begin(&w);
-    crest_jw_key(&w, "page");
-    crest_jw_int(&w, ctx->page);
-    crest_jw_key(&w, "limit");
-    crest_jw_int(&w, ctx->limit);
-    crest_jw_key(&w, "total");
-    crest_jw_int(&w, total > 0 ? total : 0);
-    crest_jw_key(&w, "totalPages");
-    crest_jw_int(&w, total > 0 ? (total + ctx->limit - 1) / ctx->limit : 0);
-    crest_jw_obj_end(&w);
+    crest_envelope_pagination(&w, ctx->page, ctx->limit, total);
 
     crest_jw_obj_end(&w);
 

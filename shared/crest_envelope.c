@@ -242,3 +242,35 @@ crest_envelope_error(crest_buf_t *b, crest_error_code_t code,
     crest_envelope_meta(&w, meta);
     crest_jw_obj_end(&w);
 }
+
+
+void
+crest_envelope_pagination(crest_jw_t *w, int64_t page, int64_t limit,
+    int64_t total)
+{
+    int64_t  pages;
+
+    if (total < 0) {
+        total = 0;
+    }
+
+    if (limit < 1) {
+        limit = 1;
+    }
+
+    pages = total / limit + (total % limit != 0);
+
+    crest_jw_key(w, "pagination");
+    crest_jw_obj_begin(w);
+    crest_jw_key(w, "page");
+    crest_jw_int(w, page);
+    crest_jw_key(w, "limit");
+    crest_jw_int(w, limit);
+    crest_jw_key(w, "total");
+    crest_jw_int(w, total);
+    crest_jw_key(w, "totalPages");
+    crest_jw_int(w, pages);
+    crest_jw_key(w, "hasMore");
+    crest_jw_bool(w, page < pages);
+    crest_jw_obj_end(w);
+}

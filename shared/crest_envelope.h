@@ -11,6 +11,7 @@
 #include <stdint.h>
 
 #include "crest_buf.h"
+#include "crest_json.h"
 
 typedef enum {
     CREST_ERR_UNAUTHORIZED = 0,
@@ -50,6 +51,14 @@ void crest_envelope_ok(crest_buf_t *b, const char *data_json, size_t data_len,
 void crest_envelope_error(crest_buf_t *b, crest_error_code_t code,
     const char *message, size_t message_len, const char *details_json,
     size_t details_len, const crest_meta_t *meta);
+
+/*
+ * The "pagination" member of a page of a list, the same on every list
+ * endpoint: {"page","limit","total","totalPages","hasMore"}; page and limit
+ * are 1-based and positive, total < 0 counts as 0.
+ */
+void crest_envelope_pagination(crest_jw_t *w, int64_t page, int64_t limit,
+    int64_t total);
 
 /* Writes "2026-11-22T10:00:00.123Z" and a NUL into out (25 bytes). */
 void crest_iso8601_ms(char out[25], int64_t ms);

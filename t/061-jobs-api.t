@@ -42,8 +42,15 @@ my $bobs = ping({ data => { bob => 1 } }, $bob);
 my $r = get('/api/jobs?limit=2');
 is($r->{status}, 200, 'list: 200');
 is_deeply([ map { $_->{id} } @{ $r->{json}{data}{jobs} } ], [ @ids[4, 3] ], 'newest first, 2 of them');
-is_deeply($r->{json}{data}{pagination}, { page => 1, limit => 2, total => 5, totalPages => 3 },
+is_deeply($r->{json}{data}{pagination}, { page => 1, limit => 2, total => 5, totalPages => 3,
+                                          hasMore => JSON::PP::true },
           'pagination');
+{
+    my $last = get('/api/jobs?limit=2&page=3');
+    is_deeply($last->{json}{data}{pagination}, { page => 3, limit => 2, total => 5, totalPages => 3,
+                                                 hasMore => JSON::PP::false },
+              'pagination: the last page has no more');
+}
 is($r->{json}{data}{jobs}[0]{status}, 'queued', 'queued');
 ok(!exists $r->{json}{data}{jobs}[0]{data}, 'no data in a list');
 $r = get('/api/jobs?limit=2&page=3');

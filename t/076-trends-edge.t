@@ -190,7 +190,8 @@ $t->psql("UPDATE trend_scrapes SET status = 'completed' WHERE id = '$mine[0]'");
 $r = get('/api/trends?limit=2');
 is($r->{status}, 200, 'list: 200');
 is_deeply([ map { $_->{id} } @{ $r->{json}{data}{scrapes} } ], [ @mine[0, 1] ], 'newest first');
-is_deeply($r->{json}{data}{pagination}, { page => 1, limit => 2, total => 7, totalPages => 4 }, 'pagination');
+is_deeply($r->{json}{data}{pagination}, { page => 1, limit => 2, total => 7, totalPages => 4,
+                                          hasMore => JSON::PP::true }, 'pagination');
 ok(!exists $r->{json}{data}{scrapes}[0]{results}, 'no results in a list');
 is_deeply($r->{json}{data}{scrapes}[1]{keywords}, ['k3'], 'keywords in a list');
 $r = get('/api/trends?limit=2&page=3');

@@ -1,4 +1,5 @@
 #include <jansson.h>
+#include <stdio.h>
 #include <string.h>
 
 #include "crest_envelope.h"
@@ -282,6 +283,52 @@ test_error(void)
 }
 
 
+static void
+test_pagination(void)
+{
+    char    want[200];
+    size_t  i;
+    struct {
+        int64_t      page, limit, total;
+        const char  *want;
+    } cases[] = {
+        { 1, 20, 0, "{\"page\":1,\"limit\":20,\"total\":0,\"totalPages\":0,"
+                    "\"hasMore\":false}" },
+        { 1, 20, 20, "{\"page\":1,\"limit\":20,\"total\":20,\"totalPages\":1,"
+                     "\"hasMore\":false}" },
+        { 1, 20, 21, "{\"page\":1,\"limit\":20,\"total\":21,\"totalPages\":2,"
+                     "\"hasMore\":true}" },
+        { 2, 20, 21, "{\"page\":2,\"limit\":20,\"total\":21,\"totalPages\":2,"
+                     "\"hasMore\":false}" },
+        { 9, 10, 25, "{\"page\":9,\"limit\":10,\"total\":25,\"totalPages\":3,"
+                     "\"hasMore\":false}" },
+        { 1, 10, -1, "{\"page\":1,\"limit\":10,\"total\":0,\"totalPages\":0,"
+                     "\"hasMore\":false}" },
+    };
+
+    for (i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
+        crest_buf_t  b;
+        crest_jw_t   w;
+
+        crest_buf_init(&b, &crest_malloc_allocator);
+        crest_jw_init(&w, &b);
+        crest_jw_obj_begin(&w);
+        crest_envelope_pagination(&w, cases[i].page, cases[i].limit,
+                                  cases[i].total);
+        crest_jw_obj_end(&w);
+        crest_buf_appendc(&b, '\0');
+
+        snprintf(want, sizeof(want), "{\"pagination\":%s}", cases[i].want);
+
+        ok(!crest_buf_failed(&b), "pagination %zu built", i);
+        is_str((const char *) b.data, want,
+               "page %lld, limit %lld, total %lld", (long long) cases[i].page,
+               (long long) cases[i].limit, (long long) cases[i].total);
+        crest_buf_free(&b);
+    }
+}
+
+
 int
 main(void)
 {
@@ -290,6 +337,7 @@ main(void)
     test_iso8601();
     test_ok();
     test_error();
+    test_pagination();
 
     return done_testing();
 }
