@@ -114,7 +114,8 @@ struct ngx_http_crest_downloads_ctx_s {
     ngx_http_crest_downloads_next_pt      next;
 
     /* formats: the cache key, the job and its polling */
-    u_char                                cache_key[64];
+    /* "crest:downloads:formats:" and sha256(url) in hex */
+    u_char                                cache_key[24 + 64 + 1];
     ngx_str_t                             job_id;
     ngx_str_t                             job_key;
     ngx_event_t                           poll;
@@ -1932,7 +1933,7 @@ ngx_http_crest_downloads_formats_next(ngx_http_crest_downloads_ctx_t *ctx)
 
     p = ngx_cpymem(ctx->cache_key, "crest:downloads:formats:", 24);
     ngx_http_crest_downloads_hex(p, md, 32);
-    ctx->cache_key[24 + 64] = '\0';
+    p[64] = '\0';
 
     argv[0] = "GET";
     argvlen[0] = 3;
