@@ -34,6 +34,7 @@
 #include "crest_json.h"
 #include "crest_validate.h"
 #include "crest_urlsafe.h"
+#include "crest_sigv4.h"
 
 #include <openssl/crypto.h>
 #include <openssl/evp.h>
@@ -75,10 +76,22 @@ enum {
 };
 
 
+/* S3 storage: links are presigned GET URLs to endpoint/bucket/key */
 typedef struct {
-    ngx_str_t                  link_secret;
-    ngx_str_t                  link_prefix;
-    ngx_str_t                  dir;
+    ngx_str_t                  origin;         /* "http://host:port" */
+    ngx_str_t                  host;           /* "host:port", NUL-ended */
+    ngx_str_t                  bucket;         /* NUL-ended, as all below */
+    ngx_str_t                  region;
+    ngx_str_t                  key_id;
+    ngx_str_t                  secret;
+} ngx_http_crest_downloads_s3_t;
+
+
+typedef struct {
+    ngx_str_t                       link_secret;
+    ngx_str_t                       link_prefix;
+    ngx_str_t                       dir;
+    ngx_http_crest_downloads_s3_t  *s3;         /* NULL: local storage */
 } ngx_http_crest_downloads_main_conf_t;
 
 
@@ -146,6 +159,8 @@ static char *ngx_http_crest_downloads_allow(ngx_conf_t *cf,
     ngx_command_t *cmd, void *conf);
 static char *ngx_http_crest_downloads_dir(ngx_conf_t *cf, ngx_command_t *cmd,
     void *conf);
+static char *ngx_http_crest_downloads_storage(ngx_conf_t *cf,
+    ngx_command_t *cmd, void *conf);
 static ngx_int_t ngx_http_crest_downloads_handler(ngx_http_request_t *r);
 
 
@@ -182,6 +197,13 @@ static ngx_command_t  ngx_http_crest_downloads_commands[] = {
     { ngx_string("crest_downloads_dir"),
       NGX_HTTP_MAIN_CONF|NGX_CONF_TAKE1,
       ngx_http_crest_downloads_dir,
+      NGX_HTTP_MAIN_CONF_OFFSET,
+      0,
+      NULL },
+
+    { ngx_string("crest_downloads_storage"),
+      NGX_HTTP_MAIN_CONF|NGX_CONF_1MORE,
+      ngx_http_crest_downloads_storage,
       NGX_HTTP_MAIN_CONF_OFFSET,
       0,
       NULL },
@@ -476,6 +498,175 @@ ngx_http_crest_downloads_dir(ngx_conf_t *cf, ngx_command_t *cmd, void *conf)
     }
 
     return NGX_CONF_OK;
+}
+
+
+static ngx_int_t
+ngx_http_crest_downloads_conf_str(ngx_conf_t *cf, ngx_str_t *from,
+    ngx_str_t *to)
+{
+    to->len = from->len;
+    to->data = ngx_pnalloc(cf->pool, from->len + 1);
+    if (to->data == NULL) {
+        return NGX_ERROR;
+    }
+
+    *ngx_cpymem(to->data, from->data, from->len) = '\0';
+
+    return NGX_OK;
+}
+
+
+/*
+ * crest_downloads_storage local;
+ * crest_downloads_storage s3 endpoint=http://host:port bucket=NAME
+ *                         region=REGION key_id_file=FILE secret_file=FILE;
+ */
+static char *
+ngx_http_crest_downloads_storage(ngx_conf_t *cf, ngx_command_t *cmd,
+    void *conf)
+{
+    ngx_http_crest_downloads_main_conf_t *dmcf = conf;
+
+    u_char                         *p, *end;
+    ngx_str_t                      *value, v, file;
+    ngx_uint_t                      i;
+    ngx_http_crest_downloads_s3_t  *s3;
+
+    value = cf->args->elts;
+
+    if (cf->args->nelts == 2 && ngx_strcmp(value[1].data, "local") == 0) {
+        dmcf->s3 = NULL;
+        return NGX_CONF_OK;
+    }
+
+    if (ngx_strcmp(value[1].data, "s3") != 0) {
+        ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
+                           "crest_downloads_storage is \"local\" or \"s3 "
+                           "...\", not \"%V\"", &value[1]);
+        return NGX_CONF_ERROR;
+    }
+
+    s3 = ngx_pcalloc(cf->pool, sizeof(ngx_http_crest_downloads_s3_t));
+    if (s3 == NULL) {
+        return NGX_CONF_ERROR;
+    }
+
+    for (i = 2; i < cf->args->nelts; i++) {
+        p = (u_char *) ngx_strchr(value[i].data, '=');
+        if (p == NULL) {
+            goto invalid;
+        }
+
+        v.data = p + 1;
+        v.len = value[i].data + value[i].len - v.data;
+
+        if (v.len == 0) {
+            goto invalid;
+        }
+
+        if (ngx_strncmp(value[i].data, "endpoint=", 9) == 0) {
+            /* an origin only: scheme, host, port; the bucket goes in the
+             * path (path-style), which any S3 clone serves */
+            if (ngx_strncmp(v.data, "http://", 7) == 0) {
+                p = v.data + 7;
+
+            } else if (ngx_strncmp(v.data, "https://", 8) == 0) {
+                p = v.data + 8;
+
+            } else {
+                goto invalid;
+            }
+
+            end = v.data + v.len;
+
+            while (end > p && end[-1] == '/') {
+                end--;
+            }
+
+            if (end == p || ngx_strlchr(p, end, '/') != NULL) {
+                goto invalid;
+            }
+
+            v.len = end - v.data;
+
+            if (ngx_http_crest_downloads_conf_str(cf, &v, &s3->origin)
+                != NGX_OK)
+            {
+                return NGX_CONF_ERROR;
+            }
+
+            v.data = s3->origin.data + (p - v.data);
+            v.len = s3->origin.data + s3->origin.len - v.data;
+            s3->host = v;
+            continue;
+        }
+
+        if (ngx_strncmp(value[i].data, "bucket=", 7) == 0) {
+            if (ngx_http_crest_downloads_conf_str(cf, &v, &s3->bucket)
+                != NGX_OK)
+            {
+                return NGX_CONF_ERROR;
+            }
+
+            continue;
+        }
+
+        if (ngx_strncmp(value[i].data, "region=", 7) == 0) {
+            if (ngx_http_crest_downloads_conf_str(cf, &v, &s3->region)
+                != NGX_OK)
+            {
+                return NGX_CONF_ERROR;
+            }
+
+            continue;
+        }
+
+        if (ngx_strncmp(value[i].data, "key_id_file=", 12) == 0
+            || ngx_strncmp(value[i].data, "secret_file=", 12) == 0)
+        {
+            file = v;
+
+            if (ngx_crest_read_conf_file(cf, &file, 1024, &v) != NGX_OK) {
+                return NGX_CONF_ERROR;
+            }
+
+            if (ngx_http_crest_downloads_conf_str(cf, &v,
+                                                  value[i].data[0] == 'k'
+                                                  ? &s3->key_id
+                                                  : &s3->secret)
+                != NGX_OK)
+            {
+                return NGX_CONF_ERROR;
+            }
+
+            continue;
+        }
+
+        goto invalid;
+    }
+
+    if (s3->origin.len == 0 || s3->bucket.len == 0 || s3->region.len == 0
+        || s3->key_id.len == 0 || s3->secret.len == 0)
+    {
+        ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
+                           "crest_downloads_storage s3 needs endpoint=, "
+                           "bucket=, region=, key_id_file= and "
+                           "secret_file=");
+        return NGX_CONF_ERROR;
+    }
+
+    dmcf->s3 = s3;
+
+    return NGX_CONF_OK;
+
+invalid:
+
+    /* the parameter's name only: a value might be a secret's neighbour */
+    ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
+                       "invalid crest_downloads_storage parameter \"%V\"",
+                       &value[i]);
+    return NGX_CONF_ERROR;
 }
 
 
@@ -2266,6 +2457,100 @@ ngx_http_crest_downloads_sign(ngx_str_t *secret, ngx_str_t *path,
 }
 
 
+/* 302 to url, which the body repeats with its expiry */
+static ngx_int_t
+ngx_http_crest_downloads_redirect(ngx_http_request_t *r, u_char *url,
+    size_t len, time_t expires)
+{
+    crest_jw_t          w;
+    crest_buf_t         out;
+    ngx_table_elt_t    *h;
+    crest_allocator_t   a;
+
+    h = ngx_list_push(&r->headers_out.headers);
+    if (h == NULL) {
+        return NGX_HTTP_INTERNAL_SERVER_ERROR;
+    }
+
+    h->hash = 1;
+    ngx_str_set(&h->key, "Location");
+    h->value.data = url;
+    h->value.len = len;
+    r->headers_out.location = h;
+
+    ngx_crest_pool_allocator(&a, r->pool);
+    crest_buf_init(&out, &a);
+    crest_jw_init(&w, &out);
+
+    crest_jw_obj_begin(&w);
+    crest_jw_key(&w, "url");
+    crest_jw_strn(&w, (const char *) url, len);
+    crest_jw_key(&w, "expiresAt");
+    crest_jw_int(&w, expires);
+    crest_jw_obj_end(&w);
+
+    return ngx_crest_send_ok(r, NGX_HTTP_MOVED_TEMPORARILY, &out, NULL);
+}
+
+
+/* S3: a presigned GET of endpoint/bucket/key, made here, sent as is */
+static ngx_int_t
+ngx_http_crest_downloads_presigned(ngx_http_crest_downloads_ctx_t *ctx,
+    ngx_http_crest_downloads_main_conf_t *dmcf, ngx_str_t *key)
+{
+    int                             n;
+    char                            err[128];
+    u_char                         *path, *url, *p;
+    size_t                          size;
+    ngx_http_request_t             *r;
+    crest_sigv4_presign_t           ps;
+    ngx_http_crest_downloads_s3_t  *s3;
+
+    r = ctx->request;
+    s3 = dmcf->s3;
+
+    path = ngx_pnalloc(r->pool, s3->bucket.len + key->len + 3);
+    if (path == NULL) {
+        return NGX_HTTP_INTERNAL_SERVER_ERROR;
+    }
+
+    ngx_sprintf(path, "/%V/%V%Z", &s3->bucket, key);
+
+    ngx_memzero(&ps, sizeof(crest_sigv4_presign_t));
+    ps.method = "GET";
+    ps.host = (const char *) s3->host.data;
+    ps.path = (const char *) path;
+    ps.region = (const char *) s3->region.data;
+    ps.service = "s3";
+    ps.access_key_id = (const char *) s3->key_id.data;
+    ps.secret_key = (const char *) s3->secret.data;
+    ps.now = ngx_time();
+    ps.expires = (unsigned) ngx_min(ctx->dlcf->link_ttl,
+                                    CREST_SIGV4_EXPIRES_MAX);
+
+    size = s3->origin.len + 3 * (s3->bucket.len + key->len) + 1024;
+
+    url = ngx_pnalloc(r->pool, size);
+    if (url == NULL) {
+        return NGX_HTTP_INTERNAL_SERVER_ERROR;
+    }
+
+    p = ngx_cpymem(url, s3->origin.data, s3->origin.len);
+
+    n = crest_sigv4_presign(&ps, (char *) p, size - s3->origin.len, NULL,
+                            err, sizeof(err));
+    if (n < 0) {
+        ngx_log_error(NGX_LOG_ERR, r->connection->log, 0,
+                      "crest downloads: no presigned URL for a download: %s",
+                      err);
+        return NGX_HTTP_INTERNAL_SERVER_ERROR;
+    }
+
+    return ngx_http_crest_downloads_redirect(r, url, s3->origin.len + n,
+                                             ps.now + ps.expires);
+}
+
+
 static void
 ngx_http_crest_downloads_linked(void *data, ngx_crest_status_e status,
     PGresult *res)
@@ -2275,10 +2560,6 @@ ngx_http_crest_downloads_linked(void *data, ngx_crest_status_e status,
     u_char                                *url, *p, sig[64];
     time_t                                 expires;
     ngx_str_t                              path, key;
-    crest_jw_t                             w;
-    crest_buf_t                            out;
-    ngx_table_elt_t                       *h;
-    crest_allocator_t                      a;
     ngx_http_request_t                    *r;
     ngx_http_crest_downloads_main_conf_t  *dmcf;
 
@@ -2312,6 +2593,15 @@ ngx_http_crest_downloads_linked(void *data, ngx_crest_status_e status,
 
     dmcf = ngx_http_get_module_main_conf(r, ngx_http_crest_downloads_module);
 
+    key.data = (u_char *) PQgetvalue(res, 0, ctx->thumbnail ? 2 : 1);
+    key.len = ngx_strlen(key.data);
+
+    if (dmcf->s3) {
+        ngx_crest_finalize(r, ngx_http_crest_downloads_presigned(ctx, dmcf,
+                                                                 &key));
+        return;
+    }
+
     if (dmcf->link_secret.len == 0 || dmcf->dir.len == 0) {
         ngx_log_error(NGX_LOG_ERR, r->connection->log, 0,
                       "crest downloads: no link can be made without "
@@ -2323,9 +2613,6 @@ ngx_http_crest_downloads_linked(void *data, ngx_crest_status_e status,
                                    "file delivery is not configured", NULL));
         return;
     }
-
-    key.data = (u_char *) PQgetvalue(res, 0, ctx->thumbnail ? 2 : 1);
-    key.len = ngx_strlen(key.data);
 
     path.len = dmcf->link_prefix.len + key.len;
     path.data = ngx_pnalloc(r->pool, path.len);
@@ -2357,31 +2644,8 @@ ngx_http_crest_downloads_linked(void *data, ngx_crest_status_e status,
 
     p = ngx_sprintf(url, "%V?expires=%T&sig=%*s", &path, expires, 64, sig);
 
-    h = ngx_list_push(&r->headers_out.headers);
-    if (h == NULL) {
-        ngx_crest_finalize(r, NGX_HTTP_INTERNAL_SERVER_ERROR);
-        return;
-    }
-
-    h->hash = 1;
-    ngx_str_set(&h->key, "Location");
-    h->value.data = url;
-    h->value.len = p - url;
-    r->headers_out.location = h;
-
-    ngx_crest_pool_allocator(&a, r->pool);
-    crest_buf_init(&out, &a);
-    crest_jw_init(&w, &out);
-
-    crest_jw_obj_begin(&w);
-    crest_jw_key(&w, "url");
-    crest_jw_strn(&w, (const char *) url, p - url);
-    crest_jw_key(&w, "expiresAt");
-    crest_jw_int(&w, expires);
-    crest_jw_obj_end(&w);
-
-    ngx_crest_finalize(r, ngx_crest_send_ok(r, NGX_HTTP_MOVED_TEMPORARILY,
-                                            &out, NULL));
+    ngx_crest_finalize(r, ngx_http_crest_downloads_redirect(r, url, p - url,
+                                                            expires));
 }
 
 
