@@ -1052,8 +1052,10 @@ ngx_http_crest_downloads_resolved(ngx_resolver_ctx_t *rctx)
 /*
  * A host name is resolved by nginx's resolver, if the location has one, and
  * every address checked; then next runs.  NGX_DONE: next will be called or
- * the request answered (the caller owns r->main->count++); NGX_OK: nothing
- * to resolve, call next yourself.
+ * the request answered, and r->main->count is already taken for it (a name
+ * in the resolver's cache is answered from inside ngx_resolve_name(), so
+ * the count must be held before); NGX_OK: nothing to resolve, call next
+ * yourself.
  */
 static ngx_int_t
 ngx_http_crest_downloads_resolve(ngx_http_crest_downloads_ctx_t *ctx,
@@ -1105,10 +1107,12 @@ ngx_http_crest_downloads_resolve(ngx_http_crest_downloads_ctx_t *ctx,
     cln->data = ctx;
 
     r->read_event_handler = ngx_http_test_reading;
+    r->main->count++;
 
     if (ngx_resolve_name(rctx) != NGX_OK) {
         /* the resolver freed rctx itself */
         ctx->resolving = NULL;
+        r->main->count--;
         return NGX_HTTP_INTERNAL_SERVER_ERROR;
     }
 
@@ -1680,11 +1684,6 @@ ngx_http_crest_downloads_body(ngx_http_request_t *r, json_t *body)
     rc = ngx_http_crest_downloads_resolve(ctx,
                                           ngx_http_crest_downloads_create_next);
 
-    if (rc == NGX_DONE) {
-        r->main->count++;
-        return NGX_DONE;
-    }
-
     if (rc != NGX_OK) {
         return rc;
     }
@@ -2178,10 +2177,6 @@ ngx_http_crest_downloads_formats(ngx_http_crest_downloads_ctx_t *ctx)
         r->main->count++;
         ngx_http_crest_downloads_formats_next(ctx);
         return NGX_DONE;
-    }
-
-    if (rc == NGX_DONE) {
-        r->main->count++;
     }
 
     return rc;

@@ -1,0 +1,189 @@
+# Two configurations of the downloads module the other tests do not use:
+#
+# - a `resolver`: host names of download URLs are resolved at the edge by
+#   nginx's own asynchronous resolver (here a small DNS server on
+#   127.0.0.1 speaking the real wire format) and every address is checked:
+#   a name with any private, link-local or loopback address, or no address,
+#   is a 400 VALIDATION_ERROR naming url; a public or allow-listed one
+#   goes on;
+# - S3 storage: GET /api/downloads/{id}/file redirects to a SigV4 presigned
+#   GET of endpoint/bucket/key, checked here by an independent signer.
+use strict;
+use warnings;
+use FindBin;
+use Test::More;
+use JSON::PP;
+use IO::Socket::INET;
+use POSIX ();
+use Digest::SHA qw(sha256_hex hmac_sha256 hmac_sha256_hex);
+use Time::HiRes qw(sleep time);
+use lib "$FindBin::Bin/lib";
+use Crest::Test;
+use Crest::Jobs qw(session bearer);
+
+my $conf = "$FindBin::Bin/../conf/crest-api.conf";
+my $t = Crest::Test->new(config => "include $conf;");
+
+# ---------------------------------------------------------------- DNS
+my %A = (
+    'media.test'  => ['127.0.0.1'],
+    'public.test' => ['8.8.8.8'],
+    'evil.test'   => ['10.0.0.5'],
+    'multi.test'  => ['8.8.8.8', '169.254.169.254'],
+    'loop.test'   => ['127.0.0.2'],
+);
+my $dns = IO::Socket::INET->new(LocalAddr => '127.0.0.1', LocalPort => 0, Proto => 'udp')
+    or die "dns socket: $!";
+my $dns_port = $dns->sockport;
+my $dns_log = $t->dir . '/dns.log';
+my $dns_pid = fork // die;
+if (!$dns_pid) {
+    # one answer per query: A records from %A, NXDOMAIN for other names,
+    # no records for other types
+    while (1) {
+        my $from = $dns->recv(my $q, 512) // next;
+        next if length $q < 17;
+        my ($id, $flags, $qd) = unpack('n n n', $q);
+        my ($pos, @labels) = (12);
+        while (my $n = ord substr($q, $pos, 1)) {
+            push @labels, substr($q, $pos + 1, $n);
+            $pos += $n + 1;
+        }
+        my $name = lc join '.', @labels;
+        my ($qtype) = unpack('n', substr($q, $pos + 1, 2));
+        my $question = substr($q, 12, $pos + 5 - 12);
+        if (open my $lf, '>>', $dns_log) { print $lf "$name $qtype\n"; close $lf }
+        my @addrs = $qtype == 1 ? @{ $A{$name} || [] } : ();
+        my $rcode = exists $A{$name} ? 0 : 3;
+        my $answer = join '', map {
+            pack('n n n N n', 0xc00c, 1, 1, 60, 4) . pack('C4', split /\./)
+        } @addrs;
+        my $resp = pack('n n n n n n', $id, 0x8180 | $rcode, 1, scalar @addrs, 0, 0)
+                 . $question . $answer;
+        $dns->send($resp, 0, $from);
+    }
+}
+close $dns;
+
+# ---------------------------------------------------------------- S3
+my $key_id_file = $t->dir . '/secrets/s3_key_id';
+my $secret_file = $t->dir . '/secrets/s3_secret';
+my ($key_id, $secret) = ('AKIDCRESTTEST0001', 'crest/test+secret/0123456789abcdefABCDEF');
+for ([$key_id_file, $key_id], [$secret_file, $secret]) {
+    open my $fh, '>', $_->[0] or die $!;
+    print $fh "$_->[1]\n";
+    close $fh;
+    chmod 0644, $_->[0];
+}
+
+$t->set_config(http_config => "
+    crest_jobs_queues ping download formats;
+    crest_downloads_allow 127.0.0.1/32;
+    crest_downloads_link_ttl 120s;
+    crest_downloads_storage s3 endpoint=http://127.0.0.1:9000/ bucket=crest-media
+                            region=eu-test-1 key_id_file=$key_id_file secret_file=$secret_file;
+    resolver 127.0.0.1:$dns_port ipv6=off valid=1s;
+    resolver_timeout 5s;
+    crest_downloads_formats_timeout 1s;
+");
+$t->start;
+
+my $alice = session($t, 'alice@example.com');
+$t->psql("INSERT INTO subscriptions (user_id, plan_id, status) VALUES ('$alice->{id}', 'pro', 'active')");
+
+sub post { $t->http(POST => '/api/downloads', json => { url => $_[0] }, headers => bearer($alice)) }
+
+sub formats {
+    (my $u = $_[0]) =~ s/([^A-Za-z0-9\-._~])/sprintf('%%%02X', ord $1)/ge;
+    return $t->http(GET => "/api/downloads/formats?url=$u", headers => bearer($alice), timeout => 5);
+}
+
+sub dns_queries {
+    open my $fh, '<', $dns_log or return ();
+    return map { chomp; $_ } <$fh>;
+}
+
+my %refused = (
+    'http://evil.test/v.mp4'       => qr/evil\.test resolves to a private address/,
+    'http://multi.test/v.mp4'      => qr/multi\.test resolves to a link-local address/,
+    'http://loop.test:8080/v.mp4'  => qr/loop\.test resolves to a loopback address/,
+    'https://nx.test/v.mp4'        => qr/nx\.test has no address/,
+);
+for my $url (sort keys %refused) {
+    my $r = post($url);
+    is($r->{status}, 400, "POST $url: 400");
+    is($r->{json}{error}{code}, 'VALIDATION_ERROR', "POST $url: VALIDATION_ERROR");
+    is($r->{json}{error}{details}{field}, 'url', "POST $url: names url");
+    like($r->{json}{error}{message}, $refused{$url}, "POST $url: says why");
+    $r = formats($url);
+    is($r->{status}, 400, "formats $url: 400 before any job");
+    like($r->{json}{error}{message}, $refused{$url}, "formats $url: says why");
+}
+is($t->psql("SELECT count(*) FROM jobs"), 0, 'no job for a refused name');
+is($t->psql("SELECT count(*) FROM media_downloads"), 0, 'no row for a refused name');
+my %asked = map { (split / /)[0] => 1 } dns_queries();
+ok($asked{$_}, "$_ was asked of the resolver") for qw(evil.test multi.test loop.test nx.test);
+
+for my $url ('http://public.test/v.mp4', 'http://media.test:8080/v.mp4') {
+    my $r = post($url);
+    is($r->{status}, 202, "POST $url: accepted (public, or allow-listed)") or diag($r->{content});
+}
+ok((grep { /^public\.test 1$/ } dns_queries()), 'an A query for public.test');
+
+# a name in the resolver's cache is answered at once, from inside the
+# resolve call: asked twice in a row, the same answer
+for (1 .. 2) {
+    my $r = formats('http://evil.test/again');
+    is($r->{status}, 400, "a cached name, asked again ($_): 400");
+}
+
+# no worker serves formats here: the request waits for its job, then 504
+# with the job's id so the client can follow it
+my $r = formats('http://public.test/v.mp4');
+is($r->{status}, 504, 'formats with no worker: 504 after crest_downloads_formats_timeout');
+is($r->{json}{error}{code}, 'SERVICE_UNAVAILABLE', 'SERVICE_UNAVAILABLE');
+my $fj = $r->{json}{error}{details}{jobId} // '';
+is($t->psql("SELECT queue FROM jobs WHERE id::text = '$fj'"), 'formats', 'details.jobId: the formats job');
+
+# ---------------------------------------------------------------- S3 links
+my $id = 'dddddddd-0000-4000-8000-000000000001';
+my $key = "downloads/$alice->{id}/$id/media.mp4";
+$t->psql("INSERT INTO media_downloads (id, user_id, original_url, status, progress, storage_key,
+          thumbnail_key, file_size, completed_at) VALUES ('$id', '$alice->{id}', 'https://x.test/v',
+          'completed', 100, '$key', 'downloads/$alice->{id}/$id/thumb.jpg', 10, now())");
+
+my $before = time;
+$r = $t->http(GET => "/api/downloads/$id/file", headers => bearer($alice));
+is($r->{status}, 302, 'S3 storage: 302');
+my $loc = $r->{headers}{location} // '';
+like($loc, qr{^http://127\.0\.0\.1:9000/crest-media/\Q$key\E\?X-Amz-Algorithm=AWS4-HMAC-SHA256&},
+     'to endpoint/bucket/key (path-style), presigned');
+my ($path, $query) = $loc =~ m{^http://127\.0\.0\.1:9000(/[^?]*)\?(.*)$};
+my %q = map { my ($k, $v) = split /=/, $_, 2; ($k => $v) } split /&/, $query // '';
+is($q{'X-Amz-Expires'}, 120, 'X-Amz-Expires: crest_downloads_link_ttl');
+is($q{'X-Amz-SignedHeaders'}, 'host', 'only host is signed');
+my ($date) = ($q{'X-Amz-Date'} // '') =~ /^(\d{8})T\d{6}Z$/;
+ok($date, 'X-Amz-Date');
+is($q{'X-Amz-Credential'}, "$key_id%2F$date%2Feu-test-1%2Fs3%2Faws4_request", 'the credential scope');
+is($r->{json}{data}{url}, $loc, 'the URL in the body too');
+ok(abs($r->{json}{data}{expiresAt} - ($before + 120)) <= 2, 'expiresAt');
+
+# an independent SigV4 signer
+(my $unsigned = $query) =~ s/&X-Amz-Signature=[0-9a-f]+$//;
+my $canonical = join "\n", 'GET', $path, $unsigned, 'host:127.0.0.1:9000', '', 'host', 'UNSIGNED-PAYLOAD';
+my $sts = join "\n", 'AWS4-HMAC-SHA256', $q{'X-Amz-Date'}, "$date/eu-test-1/s3/aws4_request", sha256_hex($canonical);
+my $k = hmac_sha256($date, "AWS4$secret");
+$k = hmac_sha256('eu-test-1', $k);
+$k = hmac_sha256('s3', $k);
+$k = hmac_sha256('aws4_request', $k);
+is($q{'X-Amz-Signature'}, hmac_sha256_hex($sts, $k), 'the signature is right');
+
+$r = $t->http(GET => "/api/downloads/$id/thumbnail", headers => bearer($alice));
+like($r->{headers}{location} // '', qr{^http://127\.0\.0\.1:9000/crest-media/downloads/[^?]+/thumb\.jpg\?X-Amz-},
+     'the thumbnail too');
+unlike($t->error_log, qr/\Q$secret\E/, 'the secret is in no log line');
+
+$t->stop;
+kill 'KILL', $dns_pid;
+waitpid $dns_pid, 0;
+done_testing();
