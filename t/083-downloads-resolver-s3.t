@@ -22,7 +22,10 @@ use Crest::Test;
 use Crest::Jobs qw(session bearer);
 
 my $conf = "$FindBin::Bin/../conf/crest-api.conf";
-my $t = Crest::Test->new(config => "include $conf;");
+# /x/downloads: the same endpoints with a long formats wait, to see a
+# client that leaves end the polling
+my $t = Crest::Test->new(config => "include $conf;
+    location /x/downloads { crest_auth on; crest_downloads; crest_downloads_formats_timeout 60s; }");
 
 # ---------------------------------------------------------------- DNS
 my %A = (
@@ -144,6 +147,28 @@ is($r->{status}, 504, 'formats with no worker: 504 after crest_downloads_formats
 is($r->{json}{error}{code}, 'SERVICE_UNAVAILABLE', 'SERVICE_UNAVAILABLE');
 my $fj = $r->{json}{error}{details}{jobId} // '';
 is($t->psql("SELECT queue FROM jobs WHERE id::text = '$fj'"), 'formats', 'details.jobId: the formats job');
+
+# a client that leaves while its formats job is awaited: the polling of
+# the job's hash (HMGET) stops with the request
+sub hmgets {
+    my ($line) = grep { /^cmdstat_hmget:/ } $t->redis_cli('INFO', 'commandstats');
+    return ($line // '') =~ /calls=(\d+)/ ? $1 : 0;
+}
+{
+    my $s = IO::Socket::INET->new(PeerAddr => '127.0.0.1', PeerPort => $t->port, Proto => 'tcp')
+        or die "connect: $!";
+    print $s "GET /x/downloads/formats?url=http%3A%2F%2Fpublic.test%2Fw HTTP/1.1\r\n"
+           . "Host: localhost\r\nAuthorization: Bearer $alice->{token}\r\n\r\n";
+    my $h0 = hmgets();
+    sleep 1.5;
+    my $h1 = hmgets();
+    cmp_ok($h1, '>', $h0, 'while the client waits, the job is polled (' . ($h1 - $h0) . ' HMGETs)');
+    close $s;
+    sleep 1;
+    my $h2 = hmgets();
+    sleep 1.5;
+    is(hmgets(), $h2, 'once it has left, no more polling');
+}
 
 # ---------------------------------------------------------------- S3 links
 my $id = 'dddddddd-0000-4000-8000-000000000001';
