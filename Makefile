@@ -130,3 +130,17 @@ bench: deps all
 
 clean:
 	rm -rf $(BUILD)
+
+# --- s3rver, the S3-compatible server of the storage tests (t/085-*.t) ----
+# Pinned in t/s3/package-lock.json; installed like tools/ (stamp = the lock).
+S3RVER_STAMP := t/s3/node_modules/.crest-installed-lock
+
+.PHONY: s3rver
+s3rver: $(S3RVER_STAMP)
+
+$(S3RVER_STAMP): t/s3/package.json t/s3/package-lock.json | deps
+	cd t/s3 && { npm ci --ignore-scripts --no-audit --no-fund >/dev/null 2>&1 \
+	  || npm install --ignore-scripts --no-audit --no-fund --loglevel=error; }
+	@cp t/s3/package-lock.json $@
+
+test test-asan: $(S3RVER_STAMP)

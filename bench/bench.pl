@@ -51,24 +51,19 @@ my @scenarios = (
     { name => 'POST /api/jobs/ping (row + job)', path => '/api/jobs/ping',
       baseline => 'JWT auth + static answer', token => 'user', status => 202,
       method => 'POST', body => '{"data":{"n":1}}' },
+    # a cached page of GET /api/trending behind JWT and the sync limit,
+    # against plain nginx returning the same body
+    { name => 'trending: nginx return 200, same body', path => '/bench/trending-static' },
+    { name => 'GET /api/trending (JWT+sync, cached)',
+      path => '/bench/trending?platform=youtube&region=US&limit=5',
+      baseline => 'trending: nginx return 200, same body', token => 'good' },
     # the seeds' own stack doing the same: JWT, a Redis rate limit, and the
     # body from a Redis cache; its ratio is peer / Crest
     { name => 'peer: Express 5 (2 workers)', path => '/bench/cached', peer => 1,
       baseline => 'JWT + limit policy=redis', token => 'good' },
 );
 
-my $t = Crest::Test->new(
-    workers       => 2,
-    check_on_stop => 0,
-    log_level     => 'warn',
-    main_config   => 'thread_pool crest_hash threads=2;',
-    # limits high enough never to refuse: what is measured is their cost
-    http_config   => 'access_log off;
-                      crest_auth_jwt_secret_file $TEST_NGINX_JWT_SECRET_FILE;
-                      crest_limit_zone zone=bl key=$crest_user_id rate=1000000r/s;
-                      crest_limit_zone zone=bs key=$crest_user_id rate=1000000r/s policy=sync;
-                      crest_limit_zone zone=br key=$crest_user_id rate=1000000r/s policy=redis;',
-    config        => qq{
+my $edge_config = qq{
         include $conf;
         location = /bench/ceiling {
             default_type application/json;
@@ -81,7 +76,25 @@ my $t = Crest::Test->new(
         location = /bench/limit-local { crest_auth on; crest_limit zone=bl; crest_health live; }
         location = /bench/limit-sync  { crest_auth on; crest_limit zone=bs; crest_health live; }
         location = /bench/limit-redis { crest_auth on; crest_limit zone=br; crest_health live; }
-    },
+        location = /bench/trending {
+            crest_auth on; crest_limit zone=bs; crest_trending list;
+        }
+};
+
+my $t = Crest::Test->new(
+    workers       => 2,
+    check_on_stop => 0,
+    log_level     => 'warn',
+    main_config   => 'thread_pool crest_hash threads=2;',
+    # limits high enough never to refuse: what is measured is their cost
+    http_config   => 'access_log off;
+                      crest_auth_jwt_secret_file $TEST_NGINX_JWT_SECRET_FILE;
+                      crest_limit_zone zone=bl key=$crest_user_id rate=1000000r/s;
+                      crest_limit_zone zone=bs key=$crest_user_id rate=1000000r/s policy=sync;
+                      crest_limit_zone zone=br key=$crest_user_id rate=1000000r/s policy=redis;
+                      crest_jobs_queues ping trending-refresh;
+                      crest_trending_cache zone=trending:10m valid=60s refresh=60s;',
+    config        => $edge_config,
 );
 $t->start;
 
@@ -98,6 +111,35 @@ my %tokens = (
                      json => { email => 'bench@example.com', password => 'bench-password' });
     die "bench: cannot register: $r->{status}\n" unless $r->{status} == 201;
     $tokens{user} = $r->{json}{data}{accessToken};
+}
+
+# a trending chart as the worker caches it (fresh for a day: no refresh),
+# one answer of the endpoint, and plain nginx returning those same bytes
+{
+    my $now = do { my @g = gmtime; sprintf '%04d-%02d-%02dT%02d:%02d:%02dZ', $g[5] + 1900, $g[4] + 1, @g[3, 2, 1, 0] };
+    my @items = map { {
+        platform => 'youtube', platformId => "video$_", region => 'US', category => '', rank => $_,
+        title => "Trending video number $_", description => "A description of video $_ for the bench",
+        thumbnailUrl => "https://i.ytimg.com/vi/video$_/hqdefault.jpg", viewCount => 1000000 - $_,
+        likeCount => 5000 + $_, commentCount => 300 + $_, creatorName => "Channel $_",
+        creatorUrl => "https://www.youtube.com/channel/UC$_", durationSeconds => 200 + $_,
+        url => "https://www.youtube.com/watch?v=video$_", publishedAt => $now, hashtags => ['music', 'live'],
+    } } 1 .. 50;
+    $t->redis_cli('SET', 'crest:trending:youtube:US:all', encode_json({
+        platform => 'youtube', region => 'US', category => '', fetchedAt => $now, ttl => 86400,
+        count => scalar @items, items => \@items }));
+    my $r = $t->http(GET => '/bench/trending?platform=youtube&region=US&limit=5',
+                     headers => { Authorization => "Bearer $tokens{good}" });
+    die "bench: trending answered $r->{status}\n" unless $r->{status} == 200 && $r->{json}{data}{cached};
+    # nginx takes a parameter of at most 4k: hence five videos a page
+    die "bench: the trending body cannot go in a return directive\n"
+        if $r->{content} =~ /['\\\$]/ || length $r->{content} > 4000;
+    $t->nginx_reload(config => $edge_config . qq{
+        location = /bench/trending-static {
+            default_type application/json;
+            return 200 '$r->{content}';
+        }
+    });
 }
 
 # the peer, on its own port, with the same secret and the same body cached

@@ -81,6 +81,14 @@ typedef struct {
     const char                *sql;
     ngx_uint_t                 nvalues;     /* at most ..._SQL_VALUES */
     const char               **values;
+
+    /* a system job (user_id NULL) even when the request has a caller: work
+     * the caller's request only triggered, not asked for */
+    unsigned                   system:1;
+    /* never answers r: when PostgreSQL cannot take the row now, returns
+     * NGX_DECLINED (no row, handler not called) instead of sending 503, for
+     * a caller whose own answer does not depend on the job */
+    unsigned                   quiet:1;
 } ngx_crest_job_opts_t;
 
 
@@ -112,7 +120,8 @@ typedef void (*ngx_crest_job_handler_pt)(ngx_http_request_t *r,
  * row's id, attempts, backoff {type: exponential, delay: 1000}.
  *
  * Returns NGX_DONE when handler will be called (never from in here; the
- * caller still owns r->main->count++), else what a content handler
+ * caller still owns r->main->count++), NGX_DECLINED (opts->quiet only)
+ * when no row could be queued now, else what a content handler
  * returns: the 503 answer when PostgreSQL cannot take a query now, or
  * NGX_HTTP_INTERNAL_SERVER_ERROR for arguments that break the rules above
  * (logged: a bug in the caller).  The steps are bound to r: if the client

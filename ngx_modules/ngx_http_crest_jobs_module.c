@@ -929,7 +929,8 @@ ngx_crest_job_enqueue(ngx_http_request_t *r, ngx_str_t *queue,
 
     ngx_sprintf(attempts, "%ui%Z", e->attempts);
 
-    values[0] = identity ? (const char *) identity->user_id.data : NULL;
+    values[0] = (identity && !(opts && opts->system))
+                ? (const char *) identity->user_id.data : NULL;
     values[1] = (const char *) e->job.queue.data;
     values[2] = (const char *) e->job.name.data;
     values[3] = (const char *) e->data.data;
@@ -953,6 +954,10 @@ ngx_crest_job_enqueue(ngx_http_request_t *r, ngx_str_t *queue,
                            r->connection->log);
 
     if (q == NULL) {
+        if (opts && opts->quiet) {
+            return NGX_DECLINED;
+        }
+
         return ngx_crest_send_error(r, NGX_HTTP_SERVICE_UNAVAILABLE,
                                     CREST_ERR_SERVICE_UNAVAILABLE,
                                     "the database is unavailable: "

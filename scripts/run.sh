@@ -270,7 +270,9 @@ start_worker() {
     fi
     # setsid: a Ctrl-C in the terminal that ran `make run` must not reach it.
     # No job control in this shell, so setsid does not fork and $! is the pid.
+    # trending-refresh: the schedules below and the edge's stale-data refreshes
     REDIS_URL=$REDIS_URL DATABASE_URL=$DATABASE_URL CREST_WORKER_LOG=$WORKER_LOG \
+        CREST_QUEUES=${CREST_QUEUES:-ping,trending-refresh,trend-scrape,download,formats} \
         setsid "$WORKER_BIN" </dev/null >>"$WORKER_LOG" 2>&1 &
     pid=$!
     printf '%s\n' "$pid" >"$WORKER_PID"
@@ -282,6 +284,19 @@ start_worker() {
     fi
     STARTED+=(worker)
     say "worker: started (pid $pid)"
+    schedule_trending
+}
+
+# The trending schedulers (CREST_TRENDING_SCHEDULE); running it again keeps
+# each scheduler's next run, so every start may do it.
+schedule_trending() {
+    local bin=$TOP/build/bin/crest-queue
+    [[ -x $bin ]] || { say "trending: WARNING: $bin not built, no schedules" >&2; return 0; }
+    if REDIS_URL=$REDIS_URL "$bin" schedule-trending trending-refresh >>"$WORKER_LOG" 2>&1; then
+        say "trending: schedules set (${CREST_TRENDING_SCHEDULE:-youtube:US,tiktok:US})"
+    else
+        say "trending: WARNING: schedule-trending failed; see $WORKER_LOG" >&2
+    fi
 }
 
 stop_worker() {

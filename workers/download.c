@@ -48,6 +48,8 @@
 #include <libpq-fe.h>
 
 #include "crest_urlsafe.h"
+#include "download_cleanup.h"
+#include "preflight.h"
 #include "jobrows.h"
 #include "log.h"
 #include "processor.h"
@@ -67,6 +69,7 @@ typedef struct {
     int64_t      max_bytes;
     int64_t      progress_ms;
     int64_t      socket_timeout_s;
+    int64_t      max_redirects;
 } dl_settings_t;
 
 typedef enum {
@@ -145,6 +148,20 @@ dl_settings(dl_settings_t *s)
     s->max_bytes = env_int("CREST_DOWNLOAD_MAX_BYTES", 2147483648LL);
     s->progress_ms = env_int("CREST_DOWNLOAD_PROGRESS_MS", 500);
     s->socket_timeout_s = env_int("CREST_DOWNLOAD_SOCKET_TIMEOUT", 30);
+    s->max_redirects = env_int("CREST_DOWNLOAD_MAX_REDIRECTS", 5);
+}
+
+
+/* The URL's redirects followed and checked hop by hop (preflight.h); yt-dlp
+ * then starts from where they end.  0, -1 refused, -2 retry. */
+static int
+dl_preflight(const dl_settings_t *s, const char *url, char *final,
+    size_t finallen, char *err, size_t errlen)
+{
+    return crest_preflight(url, s->allow, (unsigned) s->max_redirects,
+                           (long) (s->socket_timeout_s > 0
+                                   ? s->socket_timeout_s : 30) * 1000,
+                           final, finallen, err, errlen);
 }
 
 
@@ -409,67 +426,7 @@ stop:
 static int
 url_check(const char *url, const char *allow, char *err, size_t errlen)
 {
-    crest_urlsafe_t   u;
-    struct addrinfo   hints, *res, *ai;
-    const uint8_t    *a;
-    const char       *why;
-    char              e[256];
-    int               rc, n = 0;
-
-    if (crest_urlsafe_allow_valid(allow, e, sizeof(e)) != 0) {
-        snprintf(err, errlen, "CREST_DOWNLOAD_ALLOW: %s", e);
-        return -1;
-    }
-
-    if (crest_urlsafe_parse(&u, url, strlen(url), e, sizeof(e)) != 0) {
-        snprintf(err, errlen, "URL refused: %s", e);
-        return -1;
-    }
-
-    memset(&hints, 0, sizeof(hints));
-    hints.ai_socktype = SOCK_STREAM;
-    hints.ai_flags = u.family ? AI_NUMERICHOST : AI_ADDRCONFIG;
-
-    rc = getaddrinfo(u.host, NULL, &hints, &res);
-    if (rc == EAI_AGAIN || rc == EAI_SYSTEM || rc == EAI_MEMORY) {
-        snprintf(err, errlen, "cannot resolve %s now: %s", u.host,
-                 gai_strerror(rc));
-        return -2;                                  /* worth a retry */
-    }
-    if (rc != 0) {
-        snprintf(err, errlen, "URL refused: cannot resolve %s: %s", u.host,
-                 gai_strerror(rc));
-        return -1;
-    }
-
-    for (ai = res; ai; ai = ai->ai_next) {
-        if (ai->ai_family == AF_INET) {
-            a = (const uint8_t *)
-                &((struct sockaddr_in *) ai->ai_addr)->sin_addr;
-        } else if (ai->ai_family == AF_INET6) {
-            a = (const uint8_t *)
-                &((struct sockaddr_in6 *) ai->ai_addr)->sin6_addr;
-        } else {
-            continue;
-        }
-        n++;
-        why = crest_urlsafe_addr_check(ai->ai_family, a, allow);
-        if (why) {
-            snprintf(err, errlen, "URL refused: %s resolves to a %s address",
-                     u.host, why);
-            freeaddrinfo(res);
-            return -1;
-        }
-    }
-
-    freeaddrinfo(res);
-
-    if (n == 0) {
-        snprintf(err, errlen, "URL refused: %s has no address", u.host);
-        return -1;
-    }
-
-    return 0;
+    return crest_url_resolve_check(url, allow, NULL, 0, err, errlen);
 }
 
 
@@ -1085,6 +1042,7 @@ crest_download_process(crest_job_ctx_t *ctx, const crest_job_t *job,
     char                 sock[32], dur[32], size[32], w[32], h[32];
     char                 info[1300];
     char                 row_user[64];
+    char                 target[CREST_URLSAFE_MAX_URL + 1];
     const char          *fsel;
     int                  bad, perm;
     char                *argv[40];
@@ -1092,6 +1050,14 @@ crest_download_process(crest_job_ctx_t *ctx, const crest_job_t *job,
 
     if (!json_is_object(data)) {
         return fail(out, CREST_JOB_FAIL_FINAL, "data must be an object");
+    }
+
+    /* storage upkeep shares the queue (and its workers) with downloads */
+    if (job->name && strcmp(job->name, CREST_DOWNLOAD_DELETE_JOB) == 0) {
+        return crest_download_delete_process(ctx, job, out);
+    }
+    if (job->name && strcmp(job->name, CREST_DOWNLOADS_CLEANUP_JOB) == 0) {
+        return crest_downloads_cleanup_process(ctx, job, out);
     }
 
     id = json_string_value(json_object_get(data, "downloadId"));
@@ -1168,6 +1134,10 @@ crest_download_process(crest_job_ctx_t *ctx, const crest_job_t *job,
     }
 
     n = url_check(url, set.allow, err, sizeof(err));
+    if (n == 0) {
+        n = dl_preflight(&set, url, target, sizeof(target), err, sizeof(err));
+        url = target;
+    }
     if (n != 0) {
         final = n == -1 || job->attempts_made + 1 >= attempts;
         dl_fail_row(&d, err, final);
@@ -1480,6 +1450,7 @@ crest_formats_process(crest_job_ctx_t *ctx, const crest_job_t *job,
     dl_settings_t  set;
     const char    *url, **k;
     char           err[1024], sock[32];
+    char           target[CREST_URLSAFE_MAX_URL + 1];
     run_t          r;
     run_result_t   rr;
     json_t        *j, *o, *list, *f, *g, *v;
@@ -1497,6 +1468,10 @@ crest_formats_process(crest_job_ctx_t *ctx, const crest_job_t *job,
     dl_settings(&set);
 
     n = url_check(url, set.allow, err, sizeof(err));
+    if (n == 0) {
+        n = dl_preflight(&set, url, target, sizeof(target), err, sizeof(err));
+        url = target;
+    }
     if (n != 0) {
         return fail(out, n == -1 ? CREST_JOB_FAIL_FINAL : CREST_JOB_FAIL, err);
     }

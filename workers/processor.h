@@ -94,4 +94,8 @@ crest_job_result_t crest_download_process(crest_job_ctx_t *ctx,
 crest_job_result_t crest_formats_process(crest_job_ctx_t *ctx,
     const crest_job_t *job, crest_buf_t *out);
 
+/* A user's own trend scrape (trend_scrape.c). */
+crest_job_result_t crest_trend_scrape_process(crest_job_ctx_t *ctx,
+    const crest_job_t *job, crest_buf_t *out);
+
 #endif /* CREST_PROCESSOR_H */

@@ -19,6 +19,9 @@ const crest_processor_t  crest_processors[] = {
       "downloads {downloadId, userId, url, format, audioOnly} with yt-dlp" },
     { "formats", crest_formats_process,
       "lists the formats yt-dlp -J finds for {url}" },
+    { "trend-scrape", crest_trend_scrape_process,
+      "a user's keyword scrape {scrapeId, platform, keywords, limit, "
+      "filters} into trend_scrapes (see README)" },
     { NULL, NULL, NULL }
 };
 

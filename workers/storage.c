@@ -1,5 +1,6 @@
 /*
- * Storage backends: see storage.h.  Only "local" for now.
+ * The local directory backend and what all backends share: see storage.h.
+ * S3 is in storage_s3.c, the choice between them in storage_env.c.
  */
 #include <errno.h>
 #include <fcntl.h>
@@ -292,23 +293,6 @@ crest_storage_local_open(const char *root, char *err, size_t errlen)
     l->base.close = local_close;
 
     return &l->base;
-}
-
-
-crest_storage_t *
-crest_storage_open_env(char *err, size_t errlen)
-{
-    const char  *kind = getenv("CREST_STORAGE");
-    const char  *dir = getenv("CREST_STORAGE_DIR");
-
-    if (kind && *kind && strcmp(kind, "local") != 0) {
-        snprintf(err, errlen, "CREST_STORAGE: unknown backend \"%s\" "
-                 "(only \"local\" is built in)", kind);
-        return NULL;
-    }
-
-    return crest_storage_local_open(dir && *dir ? dir : "var/media", err,
-                                    errlen);
 }
 
 

@@ -14,9 +14,10 @@
  * renames), S3 would upload (multipart above a threshold) and only then is
  * the object visible.
  *
- * Backends: "local" (CREST_STORAGE_DIR, default ./var/media).  An S3
- * backend (endpoint, bucket, region, keys; SigV4 through libcurl's
- * CURLOPT_AWS_SIGV4) fills in the same struct; CREST_STORAGE selects it.
+ * Backends: "local" (CREST_STORAGE_DIR, default ./var/media) and "s3"
+ * (storage_s3.c: CREST_S3_ENDPOINT, _BUCKET, _REGION and keys; SigV4
+ * through libcurl's CURLOPT_AWS_SIGV4; multipart above a threshold);
+ * CREST_STORAGE selects one.
  */
 #ifndef CREST_STORAGE_H
 #define CREST_STORAGE_H
@@ -27,7 +28,7 @@
 typedef struct crest_storage_s  crest_storage_t;
 
 struct crest_storage_s {
-    const char  *kind;                          /* "local" */
+    const char  *kind;                          /* "local", "s3" */
     /* stores the file at src under key (src is consumed); 0 or -1 */
     int        (*put_file)(crest_storage_t *st, const char *key,
                            const char *src, char *err, size_t errlen);
@@ -51,8 +52,12 @@ int crest_storage_key_valid(const char *key);
 crest_storage_t *crest_storage_local_open(const char *root, char *err,
     size_t errlen);
 
-/* The backend the environment names: CREST_STORAGE (local), with
- * CREST_STORAGE_DIR for local. */
+/* The S3 backend the CREST_S3_* variables describe (storage_s3.c); its
+ * scratch directories are local, under CREST_STORAGE_SCRATCH. */
+crest_storage_t *crest_storage_s3_open_env(char *err, size_t errlen);
+
+/* The backend the environment names (storage_env.c): CREST_STORAGE
+ * "local" (the default, CREST_STORAGE_DIR) or "s3". */
 crest_storage_t *crest_storage_open_env(char *err, size_t errlen);
 
 /* rm -rf of a directory the workers made (no symlinks followed); 0 or -1 */

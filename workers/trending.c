@@ -66,10 +66,12 @@ typedef struct {
 } tr_settings_t;
 
 static tr_settings_t   tr_set;
+static crest_trending_conf_t  tr_conf;     /* what trend_scrape.c reads */
 static pthread_once_t  tr_once = PTHREAD_ONCE_INIT;
 static pthread_key_t   tr_thr_key;
 
 static void tr_thread_end(void *p);
+static void tr_conf_fill(void);
 
 
 static const char *
@@ -162,6 +164,8 @@ tr_settings_load(void)
     s->ttl_x = tr_env_long("CREST_TRENDING_TTL_X", 900, 1, 604800);
     s->ttl_reddit = tr_env_long("CREST_TRENDING_TTL_REDDIT", 900, 1, 604800);
     s->now_s = tr_env_long("CREST_TRENDING_NOW", 0, 0, 32503680000L);
+
+    tr_conf_fill();
 }
 
 
@@ -1116,6 +1120,37 @@ tr_store(tr_run_t *r, json_t *items, long *inserted, char *cache_key,
 
 /* ---- the processor ----------------------------------------------------- */
 
+/* This slot thread's connections, made on its first job; NULL: no memory. */
+static tr_thread_t *
+tr_thread_get(crest_job_ctx_t *ctx)
+{
+    tr_thread_t  *t;
+
+    pthread_once(&tr_once, tr_settings_load);
+
+    t = pthread_getspecific(tr_thr_key);
+
+    if (t == NULL) {
+        t = calloc(1, sizeof(*t));
+        if (t == NULL || pthread_setspecific(tr_thr_key, t) != 0) {
+            free(t);
+            return NULL;
+        }
+    }
+
+    if (!t->ready) {
+        crest_redis_conn_init(&t->redis, crest_job_config(ctx));
+        crest_pg_conn_init(&t->pg, crest_job_config(ctx));
+        crest_backoff_init(&t->backoff, (unsigned) tr_set.backoff_ms,
+                           (unsigned) tr_set.backoff_cap_ms,
+                           (uint64_t) crest_wall_ms() ^ (uint64_t) pthread_self());
+        t->ready = 1;
+    }
+
+    return t;
+}
+
+
 static int
 tr_word(const char *s, size_t max, const char *allowed)
 {
@@ -1234,26 +1269,10 @@ crest_trending_refresh_process(crest_job_ctx_t *ctx, const crest_job_t *job,
     long           inserted = 0;
     char           cache_key[256], *text;
 
-    pthread_once(&tr_once, tr_settings_load);
-
-    t = pthread_getspecific(tr_thr_key);
-
+    t = tr_thread_get(ctx);
     if (t == NULL) {
-        t = calloc(1, sizeof(*t));
-        if (t == NULL || pthread_setspecific(tr_thr_key, t) != 0) {
-            free(t);
-            crest_buf_appends(out, "out of memory");
-            return CREST_JOB_FAIL;
-        }
-    }
-
-    if (!t->ready) {
-        crest_redis_conn_init(&t->redis, crest_job_config(ctx));
-        crest_pg_conn_init(&t->pg, crest_job_config(ctx));
-        crest_backoff_init(&t->backoff, (unsigned) tr_set.backoff_ms,
-                           (unsigned) tr_set.backoff_cap_ms,
-                           (uint64_t) crest_wall_ms() ^ (uint64_t) pthread_self());
-        t->ready = 1;
+        crest_buf_appends(out, "out of memory");
+        return CREST_JOB_FAIL;
     }
 
     memset(&r, 0, sizeof(r));
@@ -1328,4 +1347,105 @@ crest_trending_refresh_process(crest_job_ctx_t *ctx, const crest_job_t *job,
     free(text);
 
     return CREST_JOB_DONE;
+}
+
+
+/* ---- the guarded calls, for the trend-scrape processor ----------------- */
+
+struct crest_trending_run_s {
+    tr_run_t  r;
+};
+
+
+static void
+tr_conf_fill(void)
+{
+    tr_conf.youtube_base = tr_set.yt_base;
+    tr_conf.youtube_key = tr_set.yt_key;
+    tr_conf.apify_base = tr_set.apify_base;
+    tr_conf.apify_token = tr_set.apify_token;
+    tr_conf.apify_tiktok_actor = tr_set.apify_tiktok_actor;
+    tr_conf.apify_x_actor = tr_set.apify_x_actor;
+    tr_conf.reddit_base = tr_set.reddit_base;
+    tr_conf.reddit_user_agent = tr_set.reddit_ua;
+    tr_conf.timeout_ms = tr_set.timeout_ms;
+    tr_conf.apify_timeout_ms = tr_set.apify_timeout_ms;
+}
+
+
+const crest_trending_conf_t *
+crest_trending_conf(void)
+{
+    pthread_once(&tr_once, tr_settings_load);
+
+    return &tr_conf;
+}
+
+
+int64_t
+crest_trending_now_ms(void)
+{
+    pthread_once(&tr_once, tr_settings_load);
+
+    return tr_now_ms();
+}
+
+
+crest_trending_run_t *
+crest_trending_run_new(crest_job_ctx_t *ctx, const char *platform,
+    char *err, size_t errlen)
+{
+    tr_thread_t           *t;
+    crest_trending_run_t  *run;
+
+    t = tr_thread_get(ctx);
+    run = t ? calloc(1, sizeof(*run)) : NULL;
+
+    if (run == NULL) {
+        snprintf(err, errlen, "out of memory");
+        return NULL;
+    }
+
+    if (!crest_redis_conn_tick(&t->redis, crest_mono_ms())) {
+        snprintf(err, errlen, "redis is down");
+        free(run);
+        return NULL;
+    }
+
+    run->r.ctx = ctx;
+    run->r.t = t;
+    run->r.platform = platform;
+
+    return run;
+}
+
+
+void
+crest_trending_run_free(crest_trending_run_t *run)
+{
+    free(run);
+}
+
+
+crest_trending_rc_t
+crest_trending_call(crest_trending_run_t *run, const char *url,
+    const char *log_url, const char *const *headers, const char *body,
+    const char *yt_method, long timeout_ms, json_t **out)
+{
+    return (crest_trending_rc_t) tr_call(&run->r, url, log_url, headers, body,
+                                         yt_method, timeout_ms, out);
+}
+
+
+const char *
+crest_trending_run_error(const crest_trending_run_t *run)
+{
+    return run->r.err;
+}
+
+
+crest_pg_conn_t *
+crest_trending_run_pg(crest_trending_run_t *run)
+{
+    return &run->r.t->pg;
 }

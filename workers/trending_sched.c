@@ -65,9 +65,9 @@ crest_tsched_entry(const char *s, size_t n, char *id, size_t idlen,
 }
 
 
-static int
-crest_tsched_upsert(crest_bq_t *q, const char *id, const json_t *data,
-    long every, char *err, size_t errlen)
+int
+crest_sched_upsert(crest_bq_t *q, const char *id, const char *name,
+    const json_t *data, long every, char *err, size_t errlen)
 {
     crest_buf_t   popts, ptmpl, pnext, base;
     json_t       *opts, *tmpl, *next;
@@ -77,7 +77,7 @@ crest_tsched_upsert(crest_bq_t *q, const char *id, const json_t *data,
     redisReply   *r;
     int           i, rc = -1;
 
-    opts = json_pack("{s:s, s:I, s:n}", "name", "refresh", "every",
+    opts = json_pack("{s:s, s:I, s:n}", "name", name, "every",
                      (json_int_t) every, "offset");
     tmpl = json_pack("{s:i, s:{s:s, s:i}}", "attempts", 3, "backoff",
                      "type", "exponential", "delay", 5000);
@@ -170,7 +170,7 @@ crest_trending_schedule(crest_bq_t *q, const char *spec, long every_ms,
         {
             return -1;
         }
-        if (crest_tsched_upsert(q, id, data, every_ms, err, errlen) != 0) {
+        if (crest_sched_upsert(q, id, "refresh", data, every_ms, err, errlen) != 0) {
             json_decref(data);
             return -1;
         }

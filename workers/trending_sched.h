@@ -15,4 +15,12 @@
 int crest_trending_schedule(crest_bq_t *q, const char *spec, long every_ms,
     FILE *out, char *err, size_t errlen);
 
+/*
+ * Upserts the job scheduler id on queue q: a job named name with data
+ * (3 attempts, exponential backoff from 5 s) every every_ms.  0, or -1
+ * with err.
+ */
+int crest_sched_upsert(crest_bq_t *q, const char *id, const char *name,
+    const json_t *data, long every, char *err, size_t errlen);
+
 #endif /* CREST_TRENDING_SCHED_H */

@@ -42,6 +42,9 @@ usage(FILE *out)
         "  schedule-trending QUEUE            upsert the trending-refresh job\n"
         "                                     schedulers of CREST_TRENDING_SCHEDULE\n"
         "                                     every CREST_TRENDING_EVERY_MS\n"
+        "  schedule-downloads-cleanup QUEUE   upsert the downloads-cleanup job\n"
+        "                                     scheduler (every\n"
+        "                                     CREST_DOWNLOAD_CLEANUP_EVERY_MS)\n"
         "  opts JSON                          the opts object Crest stores for\n"
         "                                     these options (no Redis needed)\n"
         "\n"
@@ -292,6 +295,24 @@ main(int argc, char **argv)
         {
             rc = fail("%s%s", err, "");
         }
+
+    } else if (strcmp(cmd, "schedule-downloads-cleanup") == 0 && n == 2) {
+        const char  *every = getenv("CREST_DOWNLOAD_CLEANUP_EVERY_MS");
+        long         ms = every && every[0] ? atol(every) : 3600000;
+
+        data = json_object();
+        if (ms < 1000) {
+            rc = fail("CREST_DOWNLOAD_CLEANUP_EVERY_MS: at least 1000%s%s",
+                      "", "");
+        } else if (crest_sched_upsert(&q, "downloads-cleanup",
+                                      "downloads-cleanup", data, ms, err,
+                                      sizeof(err)) != 0)
+        {
+            rc = fail("%s%s", err, "");
+        } else {
+            printf("downloads-cleanup\n");
+        }
+        json_decref(data);
 
     } else {
         usage(stderr);

@@ -10,9 +10,13 @@ package Crest::MediaServer;
 #   $srv->requests;                # "METHOD PATH RANGE" lines so far
 #   $srv->stop;                    # by pid (its connection children too)
 #
+#   Crest::MediaServer->new(root => $dir, redirects => { '/go' => 'http://...' },
+#                           addr => '127.0.0.2');
+#
 # GET and HEAD, single byte ranges (206 with Content-Range, 416 past the
 # end), 404 for anything not a plain file under root; /status/NNN/...
-# answers status NNN.  Each connection is
+# answers status NNN; a path listed in redirects answers 302 with that
+# Location (set before start).  Each connection is
 # served by a child of its own so that a throttled download never holds up
 # another request; `Connection: close` always.
 
@@ -30,13 +34,15 @@ my %TYPES = (mp4 => 'video/mp4', webm => 'video/webm', m4a => 'audio/mp4',
 sub new {
     my ($class, %o) = @_;
     return bless { root => $o{root}, rate => $o{rate} // 200_000,
+                   addr => $o{addr} // '127.0.0.1',
+                   redirects => $o{redirects} // {},
                    chunk => $o{chunk} // 16_384,
                    log => $o{log} // "$o{root}/requests.log" }, $class;
 }
 
 sub port { $_[0]{port} }
 sub pid  { $_[0]{pid} }
-sub url  { "http://127.0.0.1:$_[0]{port}$_[1]" }
+sub url  { "http://$_[0]{addr}:$_[0]{port}$_[1]" }
 
 sub requests {
     my $self = shift;
@@ -47,7 +53,7 @@ sub requests {
 
 sub start {
     my $self = shift;
-    my $sock = IO::Socket::INET->new(LocalAddr => '127.0.0.1', LocalPort => 0,
+    my $sock = IO::Socket::INET->new(LocalAddr => $self->{addr}, LocalPort => 0,
                                      Listen => 32, ReuseAddr => 1, Proto => 'tcp')
         or die "MediaServer: listen: $!\n";
     $self->{port} = $sock->sockport;
@@ -111,6 +117,12 @@ sub _one {
     my $slow = $path =~ s{^/slow/}{/};
     my $range = $h{range} // '';
     if (open my $lf, '>>', $self->{log}) { print $lf "$method $path $range\n"; close $lf }
+
+    if (defined(my $to = $self->{redirects}{$path})) {
+        print $c "HTTP/1.1 302 Found\r\nLocation: $to\r\nContent-Length: 0\r\n"
+               . "Connection: close\r\n\r\n";
+        return;
+    }
 
     if ($path =~ m{^/status/(\d{3})\b}) {      # a canned error status
         print $c "HTTP/1.1 $1 Status $1\r\nContent-Type: text/plain\r\n"
