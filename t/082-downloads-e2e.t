@@ -6,7 +6,8 @@
 # formats listed by a job the request waits for, then from the Redis cache
 # (no second job); DELETE mid-download kills yt-dlp and leaves no partial
 # file; a worker SIGKILLed mid-download is recovered and the row and file
-# agree; a redirect to a refused address fails as VALIDATION_ERROR.
+# agree; a redirect to a refused address fails as VALIDATION_ERROR (the
+# worker's preflight sees it; the edge tells it).
 use strict;
 use warnings;
 use FindBin;
@@ -248,24 +249,19 @@ is(length $f->{content}, 10, '10 bytes');
 ok(!-e "$media/.scratch/dl-$k_id", 'no scratch left');
 
 # ---------------------------------------------------------------- redirect
-# the worker alone sees redirects; its preflight that refuses one to a
-# private address is being built on another branch
-TODO: {
-    local $TODO = 'the worker preflight that checks redirects comes with the worker branch (merge)';
-    my $away = $fake->url . '/away';
-    $r = api(GET => '/api/downloads/formats?url=' . uri_escape($away));
-    is($r->{status}, 400, 'formats of a URL redirecting to 127.0.0.2: 400');
-    is($r->{json}{error}{code}, 'VALIDATION_ERROR', 'VALIDATION_ERROR');
-}
-# the download fails either way (127.0.0.2 has no server); why it failed
-# is what the preflight changes
-$r = api(POST => '/api/downloads', json => { url => $fake->url . '/away' });
+# the worker alone sees redirects: its preflight refuses one to an address
+# the allow-list does not admit, and the edge tells it as a VALIDATION_ERROR
+my $away = $fake->url . '/away';
+$r = api(GET => '/api/downloads/formats?url=' . uri_escape($away));
+is($r->{status}, 400, 'formats of a URL redirecting to 127.0.0.2: 400') or diag($r->{content});
+is($r->{json}{error}{code}, 'VALIDATION_ERROR', 'VALIDATION_ERROR');
+is($r->{json}{error}{details}{field}, 'url', 'naming url');
+like($r->{json}{error}{message}, qr/^URL refused: redirect/, 'the worker says why');
+$r = api(POST => '/api/downloads', json => { url => $away });
 my $x = $r->{json}{data}{download}{id} // 'none';
 ok(wait_until(sub { (dl($x)->{status} // '') eq 'failed' }, 30), 'redirected download: failed');
-TODO: {
-    local $TODO = 'the worker preflight that checks redirects comes with the worker branch (merge)';
-    is(dl($x)->{error}{code}, 'VALIDATION_ERROR', 'its error: VALIDATION_ERROR');
-}
+is(dl($x)->{error}{code}, 'VALIDATION_ERROR', 'its error: VALIDATION_ERROR');
+like(dl($x)->{error}{message}, qr/URL refused: redirect/, 'its message: the redirect refused');
 
 is($t->spawn_stop('w2'), 0, 'the worker stops cleanly');
 $fake->stop;
