@@ -7,7 +7,10 @@
 #   is a 400 VALIDATION_ERROR naming url; a public or allow-listed one
 #   goes on;
 # - S3 storage: GET /api/downloads/{id}/file redirects to a SigV4 presigned
-#   GET of endpoint/bucket/key, checked here by an independent signer.
+#   GET of endpoint/bucket/key, checked here by an independent signer; with
+#   s3rver installed, a download crest-worker stored there is fetched back
+#   through that link (s3rver does not verify signatures: the signer
+#   above does).
 use strict;
 use warnings;
 use FindBin;
@@ -20,6 +23,10 @@ use Time::HiRes qw(sleep time);
 use lib "$FindBin::Bin/lib";
 use Crest::Test;
 use Crest::Jobs qw(session bearer);
+use Crest::Bull qw(start_worker wait_until);
+use Crest::MediaServer;
+use Crest::S3;
+use HTTP::Tiny;
 
 my $conf = "$FindBin::Bin/../conf/crest-api.conf";
 # /x/downloads: the same endpoints with a long formats wait, to see a
@@ -69,9 +76,19 @@ if (!$dns_pid) {
 close $dns;
 
 # ---------------------------------------------------------------- S3
+# s3rver when it is installed (make s3rver): then a real download is also
+# fetched back through the link; else an endpoint nothing listens on
+my ($s3, $endpoint, $key_id, $secret);
+if (Crest::S3::available()) {
+    $s3 = Crest::S3->new(dir => $t->dir . '/s3', bucket => 'crest-media')->start;
+    ($endpoint, $key_id, $secret) = ($s3->endpoint, 'S3RVER', 'S3RVER');
+} else {
+    ($endpoint, $key_id, $secret) = ('http://127.0.0.1:9000',
+        'AKIDCRESTTEST0001', 'crest/test+secret/0123456789abcdefABCDEF');
+}
+(my $s3host = $endpoint) =~ s{^http://}{};
 my $key_id_file = $t->dir . '/secrets/s3_key_id';
 my $secret_file = $t->dir . '/secrets/s3_secret';
-my ($key_id, $secret) = ('AKIDCRESTTEST0001', 'crest/test+secret/0123456789abcdefABCDEF');
 for ([$key_id_file, $key_id], [$secret_file, $secret]) {
     open my $fh, '>', $_->[0] or die $!;
     print $fh "$_->[1]\n";
@@ -83,7 +100,7 @@ $t->set_config(http_config => "
     crest_jobs_queues ping download formats;
     crest_downloads_allow 127.0.0.1/32;
     crest_downloads_link_ttl 120s;
-    crest_downloads_storage s3 endpoint=http://127.0.0.1:9000/ bucket=crest-media
+    crest_downloads_storage s3 endpoint=$endpoint/ bucket=crest-media
                             region=eu-test-1 key_id_file=$key_id_file secret_file=$secret_file;
     resolver 127.0.0.1:$dns_port ipv6=off valid=1s;
     resolver_timeout 5s;
@@ -181,9 +198,9 @@ my $before = time;
 $r = $t->http(GET => "/api/downloads/$id/file", headers => bearer($alice));
 is($r->{status}, 302, 'S3 storage: 302');
 my $loc = $r->{headers}{location} // '';
-like($loc, qr{^http://127\.0\.0\.1:9000/crest-media/\Q$key\E\?X-Amz-Algorithm=AWS4-HMAC-SHA256&},
+like($loc, qr{^\Q$endpoint\E/crest-media/\Q$key\E\?X-Amz-Algorithm=AWS4-HMAC-SHA256&},
      'to endpoint/bucket/key (path-style), presigned');
-my ($path, $query) = $loc =~ m{^http://127\.0\.0\.1:9000(/[^?]*)\?(.*)$};
+my ($path, $query) = $loc =~ m{^\Q$endpoint\E(/[^?]*)\?(.*)$};
 my %q = map { my ($k, $v) = split /=/, $_, 2; ($k => $v) } split /&/, $query // '';
 is($q{'X-Amz-Expires'}, 120, 'X-Amz-Expires: crest_downloads_link_ttl');
 is($q{'X-Amz-SignedHeaders'}, 'host', 'only host is signed');
@@ -195,7 +212,7 @@ ok(abs($r->{json}{data}{expiresAt} - ($before + 120)) <= 2, 'expiresAt');
 
 # an independent SigV4 signer
 (my $unsigned = $query) =~ s/&X-Amz-Signature=[0-9a-f]+$//;
-my $canonical = join "\n", 'GET', $path, $unsigned, 'host:127.0.0.1:9000', '', 'host', 'UNSIGNED-PAYLOAD';
+my $canonical = join "\n", 'GET', $path, $unsigned, "host:$s3host", '', 'host', 'UNSIGNED-PAYLOAD';
 my $sts = join "\n", 'AWS4-HMAC-SHA256', $q{'X-Amz-Date'}, "$date/eu-test-1/s3/aws4_request", sha256_hex($canonical);
 my $k = hmac_sha256($date, "AWS4$secret");
 $k = hmac_sha256('eu-test-1', $k);
@@ -204,11 +221,44 @@ $k = hmac_sha256('aws4_request', $k);
 is($q{'X-Amz-Signature'}, hmac_sha256_hex($sts, $k), 'the signature is right');
 
 $r = $t->http(GET => "/api/downloads/$id/thumbnail", headers => bearer($alice));
-like($r->{headers}{location} // '', qr{^http://127\.0\.0\.1:9000/crest-media/downloads/[^?]+/thumb\.jpg\?X-Amz-},
+like($r->{headers}{location} // '', qr{^\Q$endpoint\E/crest-media/downloads/[^?]+/thumb\.jpg\?X-Amz-},
      'the thumbnail too');
 unlike($t->error_log, qr/\Q$secret\E/, 'the secret is in no log line');
 
+# a real download stored in s3rver by crest-worker, served back through
+# the presigned link, a range included
+SKIP: {
+    skip 's3rver is not installed (make s3rver)', 6 unless $s3;
+    skip 'yt-dlp or ffmpeg is not installed', 6 unless -x '/usr/bin/yt-dlp' && -x '/usr/bin/ffmpeg';
+    my $www = $t->dir . '/www';
+    mkdir $www;
+    system('ffmpeg', '-nostdin', '-v', 'error', '-y',
+           '-f', 'lavfi', '-i', 'testsrc=duration=2:size=320x240:rate=25',
+           '-f', 'lavfi', '-i', 'sine=frequency=440:duration=2',
+           '-c:v', 'libx264', '-preset', 'ultrafast', '-b:v', '300k',
+           '-pix_fmt', 'yuv420p', '-c:a', 'aac', '-shortest', "$www/clip.mp4") == 0 or die "ffmpeg\n";
+    my $clip = do { open my $fh, '<:raw', "$www/clip.mp4" or die $!; local $/; <$fh> };
+    my $srv = Crest::MediaServer->new(root => $www)->start;
+    start_worker($t, 'w', $s3->env, CREST_QUEUES => 'download', CREST_DOWNLOAD_ALLOW => '127.0.0.1/32');
+    my $r = post($srv->url('/clip.mp4'));
+    my $did = $r->{json}{data}{download}{id} // 'none';
+    ok(wait_until(sub { $t->psql("SELECT status FROM media_downloads WHERE id = '$did'") eq 'completed' }, 60),
+       'stored in s3rver by the worker');
+    my ($skey) = $t->psql("SELECT storage_key FROM media_downloads WHERE id = '$did'");
+    ok((grep { $_ eq $skey } $s3->objects), 'the object is in the bucket');
+    $r = $t->http(GET => "/api/downloads/$did/file", headers => bearer($alice));
+    is($r->{status}, 302, '/file: 302 to s3rver');
+    my $res = HTTP::Tiny->new->get($r->{headers}{location} // '', { headers => { Range => 'bytes=0-99' } });
+    is($res->{status}, 206, 'the presigned URL: 206 to a range');
+    is($res->{content}, substr($clip, 0, 100), 'the first 100 bytes of the media');
+    $res = HTTP::Tiny->new->get($r->{headers}{location} // '');
+    ok(($res->{content} // '') eq $clip, 'and the whole file, byte for byte');
+    $t->spawn_stop('w');
+    $srv->stop;
+}
+
 $t->stop;
+$s3->stop if $s3;
 kill 'KILL', $dns_pid;
 waitpid $dns_pid, 0;
 done_testing();
