@@ -139,4 +139,12 @@ ngx_int_t ngx_crest_job_enqueue(ngx_http_request_t *r, ngx_str_t *queue,
  */
 ngx_int_t ngx_crest_job_send(ngx_http_request_t *r, ngx_crest_job_t *job);
 
+/*
+ * The Redis key of a job's BullMQ hash, "<crest_jobs_prefix>:<queue>:<id>",
+ * NUL-ended in r->pool, for an endpoint that reads the job's state there
+ * (finishedOn, returnvalue, failedReason).  NGX_ERROR: out of memory.
+ */
+ngx_int_t ngx_crest_job_key(ngx_http_request_t *r, ngx_str_t *queue,
+    ngx_str_t *id, ngx_str_t *key);
+
 #endif /* _NGX_CREST_JOBS_H_INCLUDED_ */

@@ -1271,6 +1271,28 @@ ngx_crest_job_send(ngx_http_request_t *r, ngx_crest_job_t *job)
 }
 
 
+ngx_int_t
+ngx_crest_job_key(ngx_http_request_t *r, ngx_str_t *queue, ngx_str_t *id,
+    ngx_str_t *key)
+{
+    u_char                           *p;
+    ngx_http_crest_jobs_main_conf_t  *jmcf;
+
+    jmcf = ngx_http_get_module_main_conf(r, ngx_http_crest_jobs_module);
+
+    p = ngx_pnalloc(r->pool, jmcf->prefix.len + queue->len + id->len + 3);
+    if (p == NULL) {
+        return NGX_ERROR;
+    }
+
+    key->data = p;
+    key->len = ngx_sprintf(p, "%V:%V:%V", &jmcf->prefix, queue, id) - p;
+    p[key->len] = '\0';
+
+    return NGX_OK;
+}
+
+
 /* a job's view: the row, then what Redis adds */
 
 static ngx_int_t

@@ -107,6 +107,9 @@ ensure_secrets() {
     elif [[ ! -s $SECRETS/jwt_secret ]]; then
         (umask 077; random_hex 64 >"$SECRETS/jwt_secret")
     fi
+    if [[ ! -s $SECRETS/downloads_link_secret ]]; then
+        (umask 077; random_hex 64 >"$SECRETS/downloads_link_secret")
+    fi
     if [[ ! -s $SECRETS/pg_password ]]; then
         if [[ -e $PGDATA_DIR || -L $PGDATA_DIR ]]; then
             die "$PGDATA_DIR exists but $SECRETS/pg_password is missing; remove $PGDATA_DIR to re-create the cluster"
@@ -205,6 +208,8 @@ render_nginx_conf() {
         -e "s|@CREST_PREFIX@|$(nginx_sed_escape "$NGX_DIR")|g" \
         -e "s|@CREST_CONF_DIR@|$(nginx_sed_escape "$TOP/conf")|g" \
         -e "s|@CREST_JWT_SECRET_FILE@|$(nginx_sed_escape "$SECRETS/jwt_secret")|g" \
+        -e "s|@CREST_DOWNLOADS_SECRET_FILE@|$(nginx_sed_escape "$SECRETS/downloads_link_secret")|g" \
+        -e "s|@CREST_MEDIA_DIR@|$(nginx_sed_escape "$VAR/media")|g" \
         "$NGX_TEMPLATE" >"$tmp"
     if leftover=$(grep -o '@CREST_[A-Z0-9_]*@' "$tmp" | sort -u | tr '\n' ' ') && [[ -n $leftover ]]; then
         rm -f "$tmp"
@@ -267,7 +272,7 @@ start_worker() {
     # No job control in this shell, so setsid does not fork and $! is the pid.
     # trending-refresh: the schedules below and the edge's stale-data refreshes
     REDIS_URL=$REDIS_URL DATABASE_URL=$DATABASE_URL CREST_WORKER_LOG=$WORKER_LOG \
-        CREST_QUEUES=${CREST_QUEUES:-ping,trending-refresh,trend-scrape} \
+        CREST_QUEUES=${CREST_QUEUES:-ping,trending-refresh,trend-scrape,download,formats} \
         setsid "$WORKER_BIN" </dev/null >>"$WORKER_LOG" 2>&1 &
     pid=$!
     printf '%s\n' "$pid" >"$WORKER_PID"
