@@ -133,6 +133,17 @@ ngx_int_t ngx_crest_job_enqueue(ngx_http_request_t *r, ngx_str_t *queue,
     ngx_crest_job_handler_pt handler, void *data);
 
 /*
+ * From the handler of a directive whose requests enqueue on *queue: once
+ * the whole configuration is parsed, nginx warns if *queue is not in
+ * crest_jobs_queues, naming who ("crest_trends") and the directive's file
+ * and line.  *queue is read then, so it may be a conf field set later
+ * (its default in init_main_conf); it must live as long as the
+ * configuration.  NGX_OK or NGX_ERROR.
+ */
+ngx_int_t ngx_crest_jobs_need_queue(ngx_conf_t *cf, ngx_str_t *queue,
+    const char *who);
+
+/*
  * The usual answer: 202 {job: {id, queue, name, status}} (status "queued"
  * or "pending"), 503 / 500 in the envelope for NOT_CREATED, 409 CONFLICT
  * for REFUSED (callers with opts->sql usually answer that one themselves).

@@ -391,11 +391,22 @@ ngx_http_crest_downloads(ngx_conf_t *cf, ngx_command_t *cmd, void *conf)
 
     ngx_http_core_loc_conf_t  *clcf;
 
+    static ngx_str_t  download = ngx_string("download");
+    static ngx_str_t  formats = ngx_string("formats");
+
     if (dlcf->enable != NGX_CONF_UNSET) {
         return "is duplicate";
     }
 
     dlcf->enable = 1;
+
+    /* downloads and download-delete on "download", formats on "formats" */
+    if (ngx_crest_jobs_need_queue(cf, &download, "crest_downloads") != NGX_OK
+        || ngx_crest_jobs_need_queue(cf, &formats, "crest_downloads")
+           != NGX_OK)
+    {
+        return NGX_CONF_ERROR;
+    }
 
     clcf = ngx_http_conf_get_module_loc_conf(cf, ngx_http_core_module);
     clcf->handler = ngx_http_crest_downloads_handler;

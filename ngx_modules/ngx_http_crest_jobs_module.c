@@ -88,9 +88,19 @@ typedef struct {
 } ngx_http_crest_jobs_queue_t;
 
 
+/* a queue some directive will enqueue on, checked once all is parsed */
+typedef struct {
+    ngx_str_t                 *queue;       /* read once all is parsed */
+    const char                *who;
+    u_char                    *file;
+    ngx_uint_t                 line;
+} ngx_http_crest_jobs_need_t;
+
+
 typedef struct {
     ngx_str_t                  prefix;
     ngx_array_t               *queues;      /* ngx_http_crest_jobs_queue_t */
+    ngx_array_t               *needs;       /* ngx_http_crest_jobs_need_t */
     ngx_uint_t                 attempts;
     ngx_msec_t                 keepalive;
     ngx_msec_t                 block;
@@ -234,6 +244,9 @@ typedef struct {
 
 
 static ngx_int_t ngx_http_crest_jobs_init(ngx_conf_t *cf);
+static ngx_http_crest_jobs_queue_t *ngx_http_crest_jobs_queue_find(
+    ngx_http_crest_jobs_main_conf_t *jmcf, u_char *name, size_t len,
+    ngx_uint_t *index);
 static void *ngx_http_crest_jobs_create_main_conf(ngx_conf_t *cf);
 static char *ngx_http_crest_jobs_init_main_conf(ngx_conf_t *cf, void *conf);
 static void *ngx_http_crest_jobs_create_loc_conf(ngx_conf_t *cf);
@@ -365,6 +378,7 @@ ngx_http_crest_jobs_create_main_conf(ngx_conf_t *cf)
      *
      *     jmcf->prefix = { 0, NULL };
      *     jmcf->queues = NULL;
+     *     jmcf->needs = NULL;
      */
 
     jmcf->attempts = NGX_CONF_UNSET_UINT;
@@ -633,10 +647,68 @@ ngx_http_crest_jobs_script(ngx_conf_t *cf, ngx_crest_redis_script_t *script,
 }
 
 
+ngx_int_t
+ngx_crest_jobs_need_queue(ngx_conf_t *cf, ngx_str_t *queue, const char *who)
+{
+    ngx_http_crest_jobs_need_t       *need;
+    ngx_http_crest_jobs_main_conf_t  *jmcf;
+
+    jmcf = ngx_http_conf_get_module_main_conf(cf, ngx_http_crest_jobs_module);
+
+    if (jmcf->needs == NULL) {
+        jmcf->needs = ngx_array_create(cf->pool, 4,
+                                       sizeof(ngx_http_crest_jobs_need_t));
+        if (jmcf->needs == NULL) {
+            return NGX_ERROR;
+        }
+    }
+
+    need = ngx_array_push(jmcf->needs);
+    if (need == NULL) {
+        return NGX_ERROR;
+    }
+
+    need->queue = queue;
+    need->who = who;
+    need->file = cf->conf_file->file.name.data;
+    need->line = cf->conf_file->line;
+
+    return NGX_OK;
+}
+
+
 static ngx_int_t
 ngx_http_crest_jobs_init(ngx_conf_t *cf)
 {
-    crest_bullmq_opts_t  o;
+    ngx_uint_t                        i;
+    crest_bullmq_opts_t               o;
+    ngx_http_crest_jobs_need_t       *need;
+    ngx_http_crest_jobs_main_conf_t  *jmcf;
+
+    jmcf = ngx_http_conf_get_module_main_conf(cf, ngx_http_crest_jobs_module);
+
+    /*
+     * A warning, not a refusal: configurations that serve a module's other
+     * endpoints without its jobs stay valid, and every enqueue on a queue
+     * not listed is still refused (500, logged) at run time.
+     */
+    if (jmcf->needs) {
+        need = jmcf->needs->elts;
+
+        for (i = 0; i < jmcf->needs->nelts; i++) {
+            if (ngx_http_crest_jobs_queue_find(jmcf, need[i].queue->data,
+                                               need[i].queue->len, NULL))
+            {
+                continue;
+            }
+
+            ngx_log_error(NGX_LOG_WARN, cf->log, 0,
+                          "%s in %s:%ui enqueues on \"%V\", which is not "
+                          "in crest_jobs_queues: those requests will fail",
+                          need[i].who, need[i].file, need[i].line,
+                          need[i].queue);
+        }
+    }
 
     crest_bullmq_opts_init(&o);
 

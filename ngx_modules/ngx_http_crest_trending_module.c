@@ -653,6 +653,14 @@ ngx_http_crest_trending_cache(ngx_conf_t *cf, ngx_command_t *cmd, void *conf)
     tmcf->shm_zone->init = ngx_http_crest_trending_init_zone;
     tmcf->shm_zone->data = tmcf;
 
+    /* refreshes are enqueued only with the cache (its claims); the queue
+     * is final (crest_trending_queue or its default) once all is parsed */
+    if (ngx_crest_jobs_need_queue(cf, &tmcf->queue, "crest_trending_cache")
+        != NGX_OK)
+    {
+        return NGX_CONF_ERROR;
+    }
+
     return NGX_CONF_OK;
 
 invalid:

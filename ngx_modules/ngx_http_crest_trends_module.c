@@ -197,11 +197,18 @@ ngx_http_crest_trends(ngx_conf_t *cf, ngx_command_t *cmd, void *conf)
 
     ngx_http_core_loc_conf_t  *clcf;
 
+    static ngx_str_t  queue = ngx_string(NGX_CREST_TRENDS_QUEUE);
+
     if (tlcf->enabled != NGX_CONF_UNSET) {
         return "is duplicate";
     }
 
     tlcf->enabled = 1;
+
+    if (ngx_crest_jobs_need_queue(cf, &queue, "crest_trends") != NGX_OK)
+    {
+        return NGX_CONF_ERROR;
+    }
 
     clcf = ngx_http_conf_get_module_loc_conf(cf, ngx_http_core_module);
     clcf->handler = ngx_http_crest_trends_handler;

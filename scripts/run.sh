@@ -285,6 +285,7 @@ start_worker() {
     STARTED+=(worker)
     say "worker: started (pid $pid)"
     schedule_trending
+    schedule_downloads_cleanup
 }
 
 # The trending schedulers (CREST_TRENDING_SCHEDULE); running it again keeps
@@ -296,6 +297,18 @@ schedule_trending() {
         say "trending: schedules set (${CREST_TRENDING_SCHEDULE:-youtube:US,tiktok:US})"
     else
         say "trending: WARNING: schedule-trending failed; see $WORKER_LOG" >&2
+    fi
+}
+
+# The retention sweep of downloaded files (CREST_DOWNLOAD_RETENTION,
+# CREST_DOWNLOAD_CLEANUP_EVERY_MS); idempotent like the trending schedules.
+schedule_downloads_cleanup() {
+    local bin=$TOP/build/bin/crest-queue
+    [[ -x $bin ]] || return 0
+    if REDIS_URL=$REDIS_URL "$bin" schedule-downloads-cleanup download >>"$WORKER_LOG" 2>&1; then
+        say "downloads: cleanup scheduled (retention ${CREST_DOWNLOAD_RETENTION:-7d})"
+    else
+        say "downloads: WARNING: schedule-downloads-cleanup failed; see $WORKER_LOG" >&2
     fi
 }
 
