@@ -2498,9 +2498,22 @@ ngx_http_crest_downloads_linked(void *data, ngx_crest_status_e status,
         return;
     }
 
-    if (ngx_strcmp(PQgetvalue(res, 0, 0), "completed") != 0
-        || PQgetisnull(res, 0, 1))
+    if (ngx_strcmp(PQgetvalue(res, 0, 0), "completed") == 0
+        && PQgetisnull(res, 0, 1))
     {
+        /*
+         * Completed, but the retention sweep removed its files
+         * (sql/0007): waiting will not help, so not the 409 of a download
+         * still running.
+         */
+        ngx_crest_finalize(r, ngx_crest_send_error(r, NGX_HTTP_NOT_FOUND,
+                                   CREST_ERR_NOT_FOUND,
+                                   "the download's files have expired",
+                                   NULL));
+        return;
+    }
+
+    if (ngx_strcmp(PQgetvalue(res, 0, 0), "completed") != 0) {
         ngx_crest_finalize(r, ngx_crest_send_error(r, NGX_HTTP_CONFLICT,
                                    CREST_ERR_CONFLICT,
                                    "the download has not completed", NULL));
