@@ -599,6 +599,22 @@ ngx_http_crest_downloads_storage(ngx_conf_t *cf, ngx_command_t *cmd,
                 goto invalid;
             }
 
+            /*
+             * The scheme's own port goes: clients (browsers, curl, the S3
+             * SDKs) leave it out of the Host they send, and the link is
+             * signed for that Host.
+             */
+            if (p == v.data + 7 && end - p > 3
+                && ngx_strncmp(end - 3, ":80", 3) == 0)
+            {
+                end -= 3;
+
+            } else if (p == v.data + 8 && end - p > 4
+                       && ngx_strncmp(end - 4, ":443", 4) == 0)
+            {
+                end -= 4;
+            }
+
             v.len = end - v.data;
 
             if (ngx_http_crest_downloads_conf_str(cf, &v, &s3->origin)
