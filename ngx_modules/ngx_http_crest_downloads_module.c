@@ -66,13 +66,13 @@
     "width::text, height::text, vcodec, acodec, "                             \
     "(thumbnail_key IS NOT NULL)::text, job_id, "                             \
     NGX_CREST_DL_TS("created_at") ", " NGX_CREST_DL_TS("updated_at") ", "     \
-    NGX_CREST_DL_TS("completed_at")
+    NGX_CREST_DL_TS("completed_at") ", " NGX_CREST_DL_TS("expired_at")
 
 enum {
     COL_ID = 0, COL_URL, COL_FORMAT, COL_AUDIO, COL_STATUS, COL_PROGRESS,
     COL_SPEED, COL_ETA, COL_BYTES, COL_TOTAL, COL_ERROR, COL_SIZE,
     COL_DURATION, COL_WIDTH, COL_HEIGHT, COL_VCODEC, COL_ACODEC, COL_THUMB,
-    COL_JOB, COL_CREATED, COL_UPDATED, COL_COMPLETED, COL_N
+    COL_JOB, COL_CREATED, COL_UPDATED, COL_COMPLETED, COL_EXPIRED, COL_N
 };
 
 
@@ -1162,6 +1162,9 @@ ngx_http_crest_downloads_view(crest_jw_t *w, PGresult *res, int row)
     ngx_http_crest_downloads_col(w, res, row, COL_UPDATED, "updatedAt", 0);
     ngx_http_crest_downloads_col(w, res, row, COL_COMPLETED, "completedAt",
                                  0);
+    /* set once the retention sweep removed the files: file says what they
+     * were, /file has nothing to link to any more */
+    ngx_http_crest_downloads_col(w, res, row, COL_EXPIRED, "expiredAt", 0);
     crest_jw_obj_end(w);
 }
 

@@ -277,6 +277,12 @@ $t->psql("INSERT INTO media_downloads (id, user_id, original_url, status, progre
           completed_at, expired_at)
           VALUES ('$expired', '$alice->{id}', 'https://example.com/gone', 'completed', 100, 10000,
           now() - interval '30 days', now())");
+$r = $t->http(GET => "/api/downloads/$expired", headers => bearer($alice));
+like($r->{json}{data}{download}{expiredAt} // '', qr/^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}Z$/,
+     'an expired download says when its files went (expiredAt)');
+$r = $t->http(GET => "/api/downloads/$done", headers => bearer($alice));
+ok(exists $r->{json}{data}{download}{expiredAt} && !defined $r->{json}{data}{download}{expiredAt},
+   'one still stored: expiredAt null');
 for my $what ('file', 'thumbnail') {
     $r = $t->http(GET => "/api/downloads/$expired/$what", headers => bearer($alice));
     is($r->{status}, 404, "an expired download's $what: 404");
