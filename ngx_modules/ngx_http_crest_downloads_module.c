@@ -689,10 +689,18 @@ ngx_http_crest_downloads_storage(ngx_conf_t *cf, ngx_command_t *cmd,
 
 invalid:
 
-    /* the parameter's name only: a value might be a secret's neighbour */
+    /* the parameter's name only: its value might be a secret written
+     * inline by mistake (secret=... for secret_file=...) */
+    v = value[i];
+    p = (u_char *) ngx_strchr(v.data, '=');
+
+    if (p) {
+        v.len = p - v.data;
+    }
+
     ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
-                       "invalid crest_downloads_storage parameter \"%V\"",
-                       &value[i]);
+                       "invalid crest_downloads_storage parameter \"%V%s\"",
+                       &v, p ? "=..." : "");
     return NGX_CONF_ERROR;
 }
 

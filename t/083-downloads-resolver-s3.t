@@ -273,6 +273,19 @@ SKIP: {
     $t2->stop;
 }
 
+# a secret written inline by mistake (secret= for secret_file=) stops nginx
+# without the secret in its message
+{
+    my $b = Crest::Test->new(no_pg => 1, no_redis => 1, check_on_stop => 0, http_config => "
+        crest_downloads_storage s3 endpoint=$endpoint bucket=crest-media region=eu-test-1
+                                key_id_file=$key_id_file secret=Inline0Secret0Value;");
+    ok(!eval { $b->start; 1 }, 'an unknown crest_downloads_storage parameter: refused');
+    my $said = $b->error_log . ($@ // '');
+    like($said, qr/invalid crest_downloads_storage parameter "secret=\.\.\."/, '  naming it');
+    unlike($said, qr/Inline0Secret0Value/, '  but not its value');
+    $b->stop;
+}
+
 $t->stop;
 $s3->stop if $s3;
 kill 'KILL', $dns_pid;
