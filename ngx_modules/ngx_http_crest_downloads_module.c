@@ -66,13 +66,13 @@
     "width::text, height::text, vcodec, acodec, "                             \
     "(thumbnail_key IS NOT NULL)::text, job_id, "                             \
     NGX_CREST_DL_TS("created_at") ", " NGX_CREST_DL_TS("updated_at") ", "     \
-    NGX_CREST_DL_TS("completed_at")
+    NGX_CREST_DL_TS("completed_at") ", " NGX_CREST_DL_TS("expired_at")
 
 enum {
     COL_ID = 0, COL_URL, COL_FORMAT, COL_AUDIO, COL_STATUS, COL_PROGRESS,
     COL_SPEED, COL_ETA, COL_BYTES, COL_TOTAL, COL_ERROR, COL_SIZE,
     COL_DURATION, COL_WIDTH, COL_HEIGHT, COL_VCODEC, COL_ACODEC, COL_THUMB,
-    COL_JOB, COL_CREATED, COL_UPDATED, COL_COMPLETED, COL_N
+    COL_JOB, COL_CREATED, COL_UPDATED, COL_COMPLETED, COL_EXPIRED, COL_N
 };
 
 
@@ -599,6 +599,22 @@ ngx_http_crest_downloads_storage(ngx_conf_t *cf, ngx_command_t *cmd,
                 goto invalid;
             }
 
+            /*
+             * The scheme's own port goes: clients (browsers, curl, the S3
+             * SDKs) leave it out of the Host they send, and the link is
+             * signed for that Host.
+             */
+            if (p == v.data + 7 && end - p > 3
+                && ngx_strncmp(end - 3, ":80", 3) == 0)
+            {
+                end -= 3;
+
+            } else if (p == v.data + 8 && end - p > 4
+                       && ngx_strncmp(end - 4, ":443", 4) == 0)
+            {
+                end -= 4;
+            }
+
             v.len = end - v.data;
 
             if (ngx_http_crest_downloads_conf_str(cf, &v, &s3->origin)
@@ -673,10 +689,18 @@ ngx_http_crest_downloads_storage(ngx_conf_t *cf, ngx_command_t *cmd,
 
 invalid:
 
-    /* the parameter's name only: a value might be a secret's neighbour */
+    /* the parameter's name only: its value might be a secret written
+     * inline by mistake (secret=... for secret_file=...) */
+    v = value[i];
+    p = (u_char *) ngx_strchr(v.data, '=');
+
+    if (p) {
+        v.len = p - v.data;
+    }
+
     ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
-                       "invalid crest_downloads_storage parameter \"%V\"",
-                       &value[i]);
+                       "invalid crest_downloads_storage parameter \"%V%s\"",
+                       &v, p ? "=..." : "");
     return NGX_CONF_ERROR;
 }
 
@@ -1146,6 +1170,9 @@ ngx_http_crest_downloads_view(crest_jw_t *w, PGresult *res, int row)
     ngx_http_crest_downloads_col(w, res, row, COL_UPDATED, "updatedAt", 0);
     ngx_http_crest_downloads_col(w, res, row, COL_COMPLETED, "completedAt",
                                  0);
+    /* set once the retention sweep removed the files: file says what they
+     * were, /file has nothing to link to any more */
+    ngx_http_crest_downloads_col(w, res, row, COL_EXPIRED, "expiredAt", 0);
     crest_jw_obj_end(w);
 }
 
@@ -2498,9 +2525,22 @@ ngx_http_crest_downloads_linked(void *data, ngx_crest_status_e status,
         return;
     }
 
-    if (ngx_strcmp(PQgetvalue(res, 0, 0), "completed") != 0
-        || PQgetisnull(res, 0, 1))
+    if (ngx_strcmp(PQgetvalue(res, 0, 0), "completed") == 0
+        && PQgetisnull(res, 0, 1))
     {
+        /*
+         * Completed, but the retention sweep removed its files
+         * (sql/0007): waiting will not help, so not the 409 of a download
+         * still running.
+         */
+        ngx_crest_finalize(r, ngx_crest_send_error(r, NGX_HTTP_NOT_FOUND,
+                                   CREST_ERR_NOT_FOUND,
+                                   "the download's files have expired",
+                                   NULL));
+        return;
+    }
+
+    if (ngx_strcmp(PQgetvalue(res, 0, 0), "completed") != 0) {
         ngx_crest_finalize(r, ngx_crest_send_error(r, NGX_HTTP_CONFLICT,
                                    CREST_ERR_CONFLICT,
                                    "the download has not completed", NULL));

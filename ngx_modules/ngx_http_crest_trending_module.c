@@ -2194,17 +2194,7 @@ ngx_http_crest_trending_send(ngx_http_crest_trending_ctx_t *ctx)
     }
     crest_jw_arr_end(&w);
 
-    crest_jw_key(&w, "pagination");
-    crest_jw_obj_begin(&w);
-    crest_jw_key(&w, "page");
-    crest_jw_int(&w, ctx->page);
-    crest_jw_key(&w, "limit");
-    crest_jw_int(&w, ctx->limit);
-    crest_jw_key(&w, "total");
-    crest_jw_int(&w, ctx->total);
-    crest_jw_key(&w, "hasMore");
-    crest_jw_bool(&w, ctx->page * ctx->limit < ctx->total);
-    crest_jw_obj_end(&w);
+    crest_envelope_pagination(&w, ctx->page, ctx->limit, ctx->total);
 
     crest_jw_key(&w, "cached");
     crest_jw_bool(&w, ctx->cached);

@@ -354,7 +354,7 @@ ngx_http_crest_trends_uuid4(u_char *out)
             *p++ = '-';
         }
 
-        p = ngx_sprintf(p, "%02xd", (ngx_uint_t) b[i]);
+        p = ngx_sprintf(p, "%02xd", (u_int) b[i]);
     }
 
     *p = '\0';

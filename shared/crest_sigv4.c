@@ -6,6 +6,7 @@
 #include <stdio.h>
 #include <string.h>
 
+#include <openssl/crypto.h>
 #include <openssl/evp.h>
 #include <openssl/hmac.h>
 
@@ -238,16 +239,17 @@ crest_sigv4_presign(const crest_sigv4_presign_t *p, char *out, size_t outlen,
         || hmac(k3, 32, "aws4_request", k4) != 0
         || hmac(k4, 32, sts, md) != 0)
     {
-        memset(secret, 0, sizeof(secret));
+        OPENSSL_cleanse(secret, sizeof(secret));
         snprintf(err, errlen, "HMAC-SHA256 failed");
         return -1;
     }
 
-    memset(secret, 0, sizeof(secret));
-    memset(k1, 0, 32);
-    memset(k2, 0, 32);
-    memset(k3, 0, 32);
-    memset(k4, 0, 32);
+    /* OPENSSL_cleanse: a memset of buffers dead after it may be dropped */
+    OPENSSL_cleanse(secret, sizeof(secret));
+    OPENSSL_cleanse(k1, 32);
+    OPENSSL_cleanse(k2, 32);
+    OPENSSL_cleanse(k3, 32);
+    OPENSSL_cleanse(k4, 32);
 
     hex_of(md, 32, sig);
 

@@ -96,7 +96,7 @@ $r = get('?platform=youtube&region=us');
 is($r->{status}, 200, 'empty chart: 200');
 my $d = $r->{json}{data};
 is_deeply($d->{videos}, [], '  no videos');
-is_deeply($d->{pagination}, { page => 1, limit => 10, total => 0, hasMore => JSON::PP::false }, '  pagination');
+is_deeply($d->{pagination}, { page => 1, limit => 10, total => 0, totalPages => 0, hasMore => JSON::PP::false }, '  pagination');
 is($d->{cacheExpiry}, undef, '  cacheExpiry null');
 is($r->{json}{meta}{region}, 'US', '  meta.region upper-cased');
 is($r->{json}{meta}{platform}, 'youtube', '  meta.platform');
@@ -153,8 +153,8 @@ for my $p (1 .. 3) {
     $r = get("?platform=youtube&region=US&limit=2&page=$p");
     push @seen, @{ ids($r) };
     is_deeply($r->{json}{data}{pagination},
-              { page => $p, limit => 2, total => 5, hasMore => ($p < 3 ? JSON::PP::true : JSON::PP::false) },
-              "page $p of 2: pagination");
+              { page => $p, limit => 2, total => 5, totalPages => 3, hasMore => ($p < 3 ? JSON::PP::true : JSON::PP::false) },
+              "page $p of 3: pagination");
     like($r->{headers}{etag}, qr/-$p-2"$/, "  its own ETag");
 }
 is_deeply(\@seen, [qw(vid1 vid2 vid3 vid4 vid5)], 'pages 1-3 hold every video once, in order');

@@ -42,9 +42,20 @@ unlike($text, qr/enqueues on "ping"/, 'no warning for a listed queue');
 
 is($t->http(GET => '/api/health')->{status}, 200, 'still serves: a warning, not a refusal');
 
-# every queue listed: a reload warns of none of them
+# a reload warns too: one queue still missing is named, the others not
+# (and this shows the reload's warnings are where the check below looks)
 my $out_offset = -s $t->dir . '/logs/nginx.out' // 0;
 my $log_offset = $t->error_log_offset;
+$t->nginx_reload(http_config => "crest_jobs_queues ping trending-refresh trend-scrape download;\n"
+                              . "crest_trending_cache zone=trending:1m;");
+$text = startup_text($out_offset, $log_offset);
+like($text, qr/\[warn\].*crest_downloads in \S*crest-api\.conf:\d+ enqueues on "formats", which is not in crest_jobs_queues/,
+     'a reload with "formats" still missing: warned');
+unlike($text, qr/enqueues on "(?:download|trend-scrape|trending-refresh)"/, 'and only for it');
+
+# every queue listed: a reload warns of none of them
+$out_offset = -s $t->dir . '/logs/nginx.out' // 0;
+$log_offset = $t->error_log_offset;
 $t->nginx_reload(http_config => "crest_jobs_queues ping trending-refresh trend-scrape download formats;\n"
                               . "crest_trending_cache zone=trending:1m;");
 $text = startup_text($out_offset, $log_offset);

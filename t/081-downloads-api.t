@@ -270,6 +270,27 @@ $r = $t->http(GET => "/api/downloads/$freed/file", headers => bearer($alice));
 is($r->{status}, 409, 'a download not completed: 409');
 is($r->{json}{error}{code}, 'CONFLICT', 'CONFLICT');
 
+# expired: the retention sweep removed its files (sql/0007), the row stays
+# completed; no link, and not the 409 of a download still to finish
+my $expired = 'dddddddd-0000-4000-8000-000000000002';
+$t->psql("INSERT INTO media_downloads (id, user_id, original_url, status, progress, file_size,
+          completed_at, expired_at)
+          VALUES ('$expired', '$alice->{id}', 'https://example.com/gone', 'completed', 100, 10000,
+          now() - interval '30 days', now())");
+$r = $t->http(GET => "/api/downloads/$expired", headers => bearer($alice));
+like($r->{json}{data}{download}{expiredAt} // '', qr/^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}Z$/,
+     'an expired download says when its files went (expiredAt)');
+$r = $t->http(GET => "/api/downloads/$done", headers => bearer($alice));
+ok(exists $r->{json}{data}{download}{expiredAt} && !defined $r->{json}{data}{download}{expiredAt},
+   'one still stored: expiredAt null');
+for my $what ('file', 'thumbnail') {
+    $r = $t->http(GET => "/api/downloads/$expired/$what", headers => bearer($alice));
+    is($r->{status}, 404, "an expired download's $what: 404");
+    is($r->{json}{error}{code}, 'NOT_FOUND', "an expired download's $what: NOT_FOUND");
+    like($r->{json}{error}{message}, qr/expired/, "an expired download's $what: says so");
+}
+$t->psql("DELETE FROM media_downloads WHERE id = '$expired'");
+
 # ------------------------------------------------------------ DELETE
 $r = $t->http(DELETE => "/api/downloads/$done", headers => bearer($alice));
 is($r->{status}, 200, 'DELETE a completed one: 200');

@@ -210,15 +210,7 @@ is($q{'X-Amz-Credential'}, "$key_id%2F$date%2Feu-test-1%2Fs3%2Faws4_request", 't
 is($r->{json}{data}{url}, $loc, 'the URL in the body too');
 ok(abs($r->{json}{data}{expiresAt} - ($before + 120)) <= 2, 'expiresAt');
 
-# an independent SigV4 signer
-(my $unsigned = $query) =~ s/&X-Amz-Signature=[0-9a-f]+$//;
-my $canonical = join "\n", 'GET', $path, $unsigned, "host:$s3host", '', 'host', 'UNSIGNED-PAYLOAD';
-my $sts = join "\n", 'AWS4-HMAC-SHA256', $q{'X-Amz-Date'}, "$date/eu-test-1/s3/aws4_request", sha256_hex($canonical);
-my $k = hmac_sha256($date, "AWS4$secret");
-$k = hmac_sha256('eu-test-1', $k);
-$k = hmac_sha256('s3', $k);
-$k = hmac_sha256('aws4_request', $k);
-is($q{'X-Amz-Signature'}, hmac_sha256_hex($sts, $k), 'the signature is right');
+is($q{'X-Amz-Signature'}, sigv4($path, $query, $s3host), 'the signature is right');
 
 $r = $t->http(GET => "/api/downloads/$id/thumbnail", headers => bearer($alice));
 like($r->{headers}{location} // '', qr{^\Q$endpoint\E/crest-media/downloads/[^?]+/thumb\.jpg\?X-Amz-},
@@ -257,8 +249,63 @@ SKIP: {
     $srv->stop;
 }
 
+# an endpoint written with its scheme's own port: clients leave that port
+# out of the Host they send, so the link must be signed without it
+{
+    my $t2 = Crest::Test->new(config => "include $conf;");
+    $t2->set_config(http_config => "
+        crest_jobs_queues ping download formats;
+        crest_downloads_storage s3 endpoint=https://s3.example.test:443 bucket=crest-media
+                                region=eu-test-1 key_id_file=$key_id_file secret_file=$secret_file;
+    ");
+    $t2->start;
+    my $bob = session($t2, 'bob@example.com');
+    my $bkey = "downloads/$bob->{id}/$id/media.mp4";
+    $t2->psql("INSERT INTO media_downloads (id, user_id, original_url, status, progress, storage_key,
+               file_size, completed_at) VALUES ('$id', '$bob->{id}', 'https://x.test/v', 'completed',
+               100, '$bkey', 10, now())");
+    my $r = $t2->http(GET => "/api/downloads/$id/file", headers => bearer($bob));
+    my $loc = $r->{headers}{location} // '';
+    like($loc, qr{^https://s3\.example\.test/crest-media/\Q$bkey\E\?X-Amz-}, 'https endpoint with :443: the link leaves the port out');
+    my ($path, $query) = $loc =~ m{^https://[^/]+(/[^?]*)\?(.*)$};
+    my ($sig) = ($query // '') =~ /X-Amz-Signature=([0-9a-f]+)$/;
+    is($sig, sigv4($path, $query, 's3.example.test'), 'signed for Host: s3.example.test, as clients send it');
+    $t2->stop;
+}
+
+# a secret written inline by mistake (secret= for secret_file=) stops nginx
+# without the secret in its message
+{
+    my $b = Crest::Test->new(no_pg => 1, no_redis => 1, check_on_stop => 0, http_config => "
+        crest_downloads_storage s3 endpoint=$endpoint bucket=crest-media region=eu-test-1
+                                key_id_file=$key_id_file secret=Inline0Secret0Value;");
+    ok(!eval { $b->start; 1 }, 'an unknown crest_downloads_storage parameter: refused');
+    my $said = $b->error_log . ($@ // '');
+    like($said, qr/invalid crest_downloads_storage parameter "secret=\.\.\."/, '  naming it');
+    unlike($said, qr/Inline0Secret0Value/, '  but not its value');
+    $b->stop;
+}
+
 $t->stop;
 $s3->stop if $s3;
 kill 'KILL', $dns_pid;
 waitpid $dns_pid, 0;
 done_testing();
+
+
+# an independent SigV4 signer: the signature a presigned GET of path with
+# query (its X-Amz-Signature aside) must carry for Host: host
+sub sigv4 {
+    my ($path, $query, $host) = @_;
+    my %q = map { my ($k, $v) = split /=/, $_, 2; ($k => $v) } split /&/, $query // '';
+    my ($date) = ($q{'X-Amz-Date'} // '') =~ /^(\d{8})T/;
+    return '' unless $date;
+    (my $unsigned = $query) =~ s/&X-Amz-Signature=[0-9a-f]+$//;
+    my $canonical = join "\n", 'GET', $path, $unsigned, "host:$host", '', 'host', 'UNSIGNED-PAYLOAD';
+    my $sts = join "\n", 'AWS4-HMAC-SHA256', $q{'X-Amz-Date'}, "$date/eu-test-1/s3/aws4_request", sha256_hex($canonical);
+    my $k = hmac_sha256($date, "AWS4$secret");
+    $k = hmac_sha256('eu-test-1', $k);
+    $k = hmac_sha256('s3', $k);
+    $k = hmac_sha256('aws4_request', $k);
+    return hmac_sha256_hex($sts, $k);
+}
