@@ -17,7 +17,8 @@
  * and `download` processors do (workers/download.c), and stored files are
  * served by nginx's static handler under a location whose requests this
  * module lets through only with a valid, unexpired HMAC-SHA256 signature
- * (the access phase), so file bytes never pass through our code and range
+ * (the preaccess phase, which `satisfy any` cannot skip as it can the
+ * access phase), so file bytes never pass through our code and range
  * requests work as for any static file.
  *
  * URLs are checked here before anything is written: shape and scheme
@@ -2612,7 +2613,7 @@ ngx_http_crest_downloads_linked(void *data, ngx_crest_status_e status,
 }
 
 
-/* the signed location's check, in the access phase */
+/* the signed location's check, in the preaccess phase (see the top) */
 static ngx_int_t
 ngx_http_crest_downloads_link_handler(ngx_http_request_t *r)
 {
@@ -2674,7 +2675,7 @@ ngx_http_crest_downloads_init(ngx_conf_t *cf)
 
     cmcf = ngx_http_conf_get_module_main_conf(cf, ngx_http_core_module);
 
-    h = ngx_array_push(&cmcf->phases[NGX_HTTP_ACCESS_PHASE].handlers);
+    h = ngx_array_push(&cmcf->phases[NGX_HTTP_PREACCESS_PHASE].handlers);
     if (h == NULL) {
         return NGX_ERROR;
     }

@@ -254,6 +254,19 @@ for my $k (sort keys %forged) {
     is($x->{status}, 403, "$k: 403");
     is($x->{json}{error}{code}, 'FORBIDDEN', "$k: in the envelope");
 }
+# `satisfy any` with an allow that matches would skip an access-phase check;
+# the link check runs in preaccess, so forged links stay refused
+$t->nginx_reload(config => "satisfy any;\nallow 127.0.0.1;\ninclude $conf;");
+{
+    my $x = $t->http(GET => $forged{'a forged signature'});
+    is($x->{status}, 403, 'satisfy any + allow: a forged signature is still 403');
+    $x = $t->http(GET => $path);
+    is($x->{status}, 403, 'satisfy any + allow: no signature is still 403');
+    $x = $t->http(GET => $loc =~ s{^https?://[^/]+}{}r);
+    is($x->{status}, 200, 'satisfy any + allow: the signed link is served');
+}
+$t->nginx_reload(config => "include $conf;");
+
 # an expired link, signed as the module signs (HMAC-SHA256 of path\nexpires)
 {
     my $secret = do { open my $fh, '<', $secret_file; local $/; <$fh> };
