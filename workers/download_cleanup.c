@@ -237,9 +237,14 @@ crest_downloads_cleanup_process(crest_job_ctx_t *ctx, const crest_job_t *job,
     }
     v = json_object_get(job->data_json, "retentionSeconds");
     if (v) {
-        if (!json_is_integer(v) || json_integer_value(v) < 0) {
+        /* the bound keeps now() - retention inside PostgreSQL's range:
+         * past it every attempt would fail the same query */
+        if (!json_is_integer(v) || json_integer_value(v) < 0
+            || json_integer_value(v) > CREST_DURATION_MAX)
+        {
             return dc_fail(out, CREST_JOB_FAIL_FINAL,
-                           "retentionSeconds must be a whole number >= 0");
+                           "retentionSeconds must be a whole number from 0 "
+                           "to 10000000000");
         }
         retention = (int64_t) json_integer_value(v);
     }
