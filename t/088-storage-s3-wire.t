@@ -123,6 +123,22 @@ ok(wait_until(sub { state('del-3') eq 'failed' }, 30), 'DELETE 403: failed');
 my @after = ($s3->requests)[$before .. scalar($s3->requests) - 1];
 is(scalar(grep { $_->{method} eq 'DELETE' } @after), 1, '403: not retried');
 
+# a key allowed to delete but not to read: HEAD answers 403, yet the object
+# goes (the size is only for the report)
+$s3->set_routes([
+    { path => "/bkt/$k1", method => 'HEAD', responses => [{ status => 403 }] },
+    { path => "/bkt/$k1", method => 'DELETE', responses => [{ status => 204 }] },
+]);
+$before = () = $s3->requests;
+crest_queue($t, 'add', 'download', 'download-delete', encode_json({ storageKeys => [$k1] }),
+            '--opts', '{"jobId":"del-4","attempts":2}');
+ok(wait_until(sub { state('del-4') =~ /^(?:completed|failed)\z/ }, 30), 'HEAD 403: finished');
+is(state('del-4'), 'completed', 'HEAD 403: completed') or diag(explain(job('del-4')));
+is_deeply(job('del-4')->{returnvalue}, { removed => 1, bytes => 0, kept => 0 },
+          'the object removed, its size unknown');
+@after = ($s3->requests)[$before .. scalar($s3->requests) - 1];
+is(scalar(grep { $_->{method} eq 'DELETE' } @after), 1, 'one DELETE');
+
 # ---------------------------------------------------------------- uploads
 my $n = 0;
 sub new_download {

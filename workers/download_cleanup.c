@@ -106,7 +106,10 @@ dc_exec(PGconn *pg, const char *sql, int n, const char *const *p)
 }
 
 
-/* Removes key, adding its size (if it could be had) to *bytes; 0 or -1. */
+/* Removes key, adding its size (if it could be had) to *bytes; 0 or -1.
+ * The size is only for the report: a stat that fails (an S3 key allowed
+ * to delete but not to read answers HEAD with 403) does not keep the
+ * object. */
 static int
 dc_remove(crest_storage_t *st, const char *key, int64_t *bytes,
     int64_t *objects)
@@ -117,9 +120,8 @@ dc_remove(crest_storage_t *st, const char *key, int64_t *bytes,
 
     rc = st->stat(st, key, &size, err, sizeof(err));
     if (rc < 0) {
-        crest_log(CREST_LOG_WARN, "storage stat failed", CREST_LS("key", key),
-                  CREST_LS("error", err));
-        return -1;
+        crest_log(CREST_LOG_WARN, "storage stat failed, removing all the "
+                  "same", CREST_LS("key", key), CREST_LS("error", err));
     }
     if (st->remove(st, key, err, sizeof(err)) != 0) {
         crest_log(CREST_LOG_WARN, "storage remove failed",
@@ -128,6 +130,8 @@ dc_remove(crest_storage_t *st, const char *key, int64_t *bytes,
     }
     if (rc == 0) {
         *bytes += size;
+    }
+    if (rc <= 0) {
         (*objects)++;
     }
 
