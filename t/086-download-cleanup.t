@@ -135,6 +135,12 @@ crest_queue($t, 'add', 'download', 'downloads-cleanup', '{"retentionSeconds":"so
             '--opts', '{"jobId":"bad-ret","attempts":3}');
 ok(wait_until(sub { state('bad-ret') eq 'failed' }, 30), 'a bad retentionSeconds fails');
 is(job('bad-ret')->{attemptsMade}, 1, 'at once');
+# past PostgreSQL's interval range: refused as data, not retried as an outage
+crest_queue($t, 'add', 'download', 'downloads-cleanup', '{"retentionSeconds":1000000000000000}',
+            '--opts', '{"jobId":"huge-ret","attempts":3,"backoff":{"type":"fixed","delay":100}}');
+ok(wait_until(sub { state('huge-ret') eq 'failed' }, 30), 'a retentionSeconds too large fails');
+is(job('huge-ret')->{attemptsMade}, 1, 'at once');
+like(job('huge-ret')->{failedReason}, qr/^retentionSeconds must be/, 'and says why');
 
 # ---------------------------------------------------------------- download-delete
 my $del = download(age => '1 hour');

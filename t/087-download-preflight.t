@@ -45,6 +45,7 @@ my $srv = Crest::MediaServer->new(root => $www, redirects => {
     '/hop1'        => '/hop2',                          # relative
     '/hop2'        => '/clip.mp4',
     '/loop'        => '/loop',
+    '/to-long'     => '/clip.mp4?' . ('a' x 4200),           # over 4096 bytes
 })->start;
 
 my $user = 'aaaaaaaa-0000-4000-8000-000000000001';
@@ -95,6 +96,7 @@ my %refused = (
     'to-metadata' => qr/^URL refused: redirect 1: 169\.254\.169\.254 resolves to a link-local address/,
     'to-file'     => qr/^URL refused: redirect 1: .*only http and https/,
     'loop'        => qr/^URL refused: more than 5 redirects/,
+    'to-long'     => qr/^URL refused: redirect 1: longer than 4096 bytes/,
 );
 my %ids;
 $ids{$_} = [new_download($srv->url("/$_"))] for sort keys %refused;

@@ -123,6 +123,22 @@ ok(wait_until(sub { state('del-3') eq 'failed' }, 30), 'DELETE 403: failed');
 my @after = ($s3->requests)[$before .. scalar($s3->requests) - 1];
 is(scalar(grep { $_->{method} eq 'DELETE' } @after), 1, '403: not retried');
 
+# a key allowed to delete but not to read: HEAD answers 403, yet the object
+# goes (the size is only for the report)
+$s3->set_routes([
+    { path => "/bkt/$k1", method => 'HEAD', responses => [{ status => 403 }] },
+    { path => "/bkt/$k1", method => 'DELETE', responses => [{ status => 204 }] },
+]);
+$before = () = $s3->requests;
+crest_queue($t, 'add', 'download', 'download-delete', encode_json({ storageKeys => [$k1] }),
+            '--opts', '{"jobId":"del-4","attempts":2}');
+ok(wait_until(sub { state('del-4') =~ /^(?:completed|failed)\z/ }, 30), 'HEAD 403: finished');
+is(state('del-4'), 'completed', 'HEAD 403: completed') or diag(explain(job('del-4')));
+is_deeply(job('del-4')->{returnvalue}, { removed => 1, bytes => 0, kept => 0 },
+          'the object removed, its size unknown');
+@after = ($s3->requests)[$before .. scalar($s3->requests) - 1];
+is(scalar(grep { $_->{method} eq 'DELETE' } @after), 1, 'one DELETE');
+
 # ---------------------------------------------------------------- uploads
 my $n = 0;
 sub new_download {
@@ -222,6 +238,32 @@ ok(wait_until(sub { row_of($id3)->{status} eq 'failed' || state($jid3) eq 'faile
 like(row_of($id3)->{error}, qr/CompleteMultipartUpload .*InternalError/, 'the row error says so');
 is(scalar(grep { $_->{method} eq 'DELETE' && $_->{query} eq 'uploadId=U3' } @up), 1, 'aborted');
 is(row_of($id3)->{key}, '', 'no storage_key recorded');
+
+# 4. the media stored, its thumbnail refused: the media object is removed,
+#    since no row will ever name it (the cleanup and deletes go by rows)
+$key =~ s/dddddddd-0000-4000-8000-000000000003/dddddddd-0000-4000-8000-000000000004/;
+$thumb =~ s/dddddddd-0000-4000-8000-000000000001/dddddddd-0000-4000-8000-000000000004/;
+$s3->set_routes([
+    { path => $key, method => 'POST', query => 'uploads=',
+      responses => [$xml->(200, '<InitiateMultipartUploadResult><UploadId>U4</UploadId></InitiateMultipartUploadResult>')] },
+    { path => $key, method => 'PUT', query => 'partNumber=',
+      responses => [{ status => 200, headers => { ETag => '"e"' } }] },
+    { path => $key, method => 'POST', query => 'uploadId=U4',
+      responses => [$xml->(200, '<CompleteMultipartUploadResult><ETag>"x-2"</ETag></CompleteMultipartUploadResult>')] },
+    { path => $thumb, method => 'PUT', responses => [$err->(403, 'AccessDenied', 'Access Denied')] },
+    { path => $key, method => 'DELETE', responses => [{ status => 204 }] },
+]);
+$before = () = $s3->requests;
+my ($id4, $jid4) = new_download();
+ok(wait_until(sub { state($jid4) eq 'failed' }, 60), 'thumbnail refused: failed');
+@up = ($s3->requests)[$before .. scalar($s3->requests) - 1];
+like(row_of($id4)->{error}, qr/thumb\.jpg: HTTP 403 AccessDenied/, 'the row error says why');
+is(row_of($id4)->{key}, '', 'no storage_key recorded');
+is(scalar(grep { $_->{method} eq 'POST' && $_->{query} eq 'uploadId=U4' } @up), 1, 'the media was stored');
+is(scalar(grep { $_->{method} eq 'DELETE' && $_->{path} eq $key && $_->{query} eq '' } @up), 1,
+   'and then removed: no object is left that no row names')
+    or diag(join "\n", map { "$_->{method} $_->{path} $_->{query}" } @up);
+all_signed('orphan removal', @up);
 
 my $log = do { local @ARGV = ($t->dir . '/logs/w2.log'); local $/; <> } // '';
 unlike($log, qr/\Q$secret\E/, 'the secret is nowhere in the log');

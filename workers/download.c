@@ -1351,9 +1351,18 @@ crest_download_process(crest_job_ctx_t *ctx, const crest_job_t *job,
     snprintf(key, sizeof(key), "downloads/%s/%s/%s", user ? user : "anonymous",
              id, media);
 
-    if (st->put_file(st, key, path, err, sizeof(err)) != 0
-        || (tkey[0] && st->put_file(st, tkey, thumb, err, sizeof(err)) != 0))
-    {
+    n = st->put_file(st, key, path, err, sizeof(err)) != 0 ? 1
+        : tkey[0] && st->put_file(st, tkey, thumb, err, sizeof(err)) != 0
+        ? 2 : 0;
+    if (n != 0) {
+        char  rerr[256];
+
+        /* the media is stored but no row will name it: neither the cleanup
+         * nor a delete would ever find it */
+        if (n == 2 && st->remove(st, key, rerr, sizeof(rerr)) != 0) {
+            crest_log(CREST_LOG_WARN, "download: cannot remove an orphan "
+                      "object", CREST_LS("key", key), CREST_LS("error", rerr));
+        }
         crest_storage_rmtree(scratch);
         dl_fail_row(&d, err, final);
         rc = fail(out, CREST_JOB_FAIL, err);

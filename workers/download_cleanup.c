@@ -106,7 +106,10 @@ dc_exec(PGconn *pg, const char *sql, int n, const char *const *p)
 }
 
 
-/* Removes key, adding its size (if it could be had) to *bytes; 0 or -1. */
+/* Removes key, adding its size (if it could be had) to *bytes; 0 or -1.
+ * The size is only for the report: a stat that fails (an S3 key allowed
+ * to delete but not to read answers HEAD with 403) does not keep the
+ * object. */
 static int
 dc_remove(crest_storage_t *st, const char *key, int64_t *bytes,
     int64_t *objects)
@@ -117,9 +120,8 @@ dc_remove(crest_storage_t *st, const char *key, int64_t *bytes,
 
     rc = st->stat(st, key, &size, err, sizeof(err));
     if (rc < 0) {
-        crest_log(CREST_LOG_WARN, "storage stat failed", CREST_LS("key", key),
-                  CREST_LS("error", err));
-        return -1;
+        crest_log(CREST_LOG_WARN, "storage stat failed, removing all the "
+                  "same", CREST_LS("key", key), CREST_LS("error", err));
     }
     if (st->remove(st, key, err, sizeof(err)) != 0) {
         crest_log(CREST_LOG_WARN, "storage remove failed",
@@ -128,6 +130,8 @@ dc_remove(crest_storage_t *st, const char *key, int64_t *bytes,
     }
     if (rc == 0) {
         *bytes += size;
+    }
+    if (rc <= 0) {
         (*objects)++;
     }
 
@@ -237,9 +241,14 @@ crest_downloads_cleanup_process(crest_job_ctx_t *ctx, const crest_job_t *job,
     }
     v = json_object_get(job->data_json, "retentionSeconds");
     if (v) {
-        if (!json_is_integer(v) || json_integer_value(v) < 0) {
+        /* the bound keeps now() - retention inside PostgreSQL's range:
+         * past it every attempt would fail the same query */
+        if (!json_is_integer(v) || json_integer_value(v) < 0
+            || json_integer_value(v) > CREST_DURATION_MAX)
+        {
             return dc_fail(out, CREST_JOB_FAIL_FINAL,
-                           "retentionSeconds must be a whole number >= 0");
+                           "retentionSeconds must be a whole number from 0 "
+                           "to 10000000000");
         }
         retention = (int64_t) json_integer_value(v);
     }

@@ -241,7 +241,9 @@ int
 crest_preflight(const char *url, const char *allow, unsigned max_hops,
     long timeout_ms, char *final, size_t finallen, char *err, size_t errlen)
 {
-    char      cur[CREST_URLSAFE_MAX_URL + 1], next[CREST_URLSAFE_MAX_URL + 1];
+    /* next has room for one byte more than a URL may have, so that a
+     * Location too long is seen as such rather than cut to a valid URL */
+    char      cur[CREST_URLSAFE_MAX_URL + 1], next[CREST_URLSAFE_MAX_URL + 2];
     char      pin[1024], e[512];
     long      status;
     unsigned  hop;

@@ -698,14 +698,20 @@ static crest_job_result_t
 tsc_fail(tsc_t *s, crest_buf_t *out, int final)
 {
     const char  *p[2];
+    char         why[sizeof(s->err)];
 
+    /* tsc_exec writes its own error into s->err: the reason is kept */
+    memcpy(why, s->err, sizeof(why));
     p[0] = s->id;
-    p[1] = s->err;
+    p[1] = why;
 
-    if (s->id) {
-        /* not written: the job fails anyway, and its row says why */
-        (void) tsc_exec(s, final ? tsc_failed_sql : tsc_retry_sql, 2, p);
+    if (s->id && tsc_exec(s, final ? tsc_failed_sql : tsc_retry_sql, 2, p)
+                 < 0)
+    {
+        crest_log(CREST_LOG_WARN, "trend-scrape: cannot record the failure",
+                  CREST_LS("scrape", s->id), CREST_LS("error", s->err));
     }
+    memcpy(s->err, why, sizeof(why));
 
     crest_log(CREST_LOG_WARN, "trend-scrape: failed",
               CREST_LS("scrape", s->id ? s->id : "-"),
