@@ -2183,9 +2183,18 @@ ngx_http_crest_downloads_delete_enqueued(ngx_http_request_t *r,
 {
     ngx_http_crest_downloads_ctx_t  *ctx = data;
 
+    ngx_int_t  rc;
+
     if (job->result == NGX_CREST_JOB_REFUSED) {
-        /* deleted meanwhile by another request */
-        ngx_crest_finalize(r, ngx_http_crest_downloads_not_found(r));
+        /* deleted meanwhile by another request (read again: 404), or its
+         * keys changed (read again: the job gets the new ones) */
+        rc = ngx_http_crest_downloads_delete(ctx);
+
+        if (rc == NGX_DONE) {
+            r->main->count++;
+        }
+
+        ngx_crest_finalize(r, rc);
         return;
     }
 
@@ -2240,7 +2249,7 @@ ngx_http_crest_downloads_delete_row(void *data, ngx_crest_status_e status,
     json_t                *keys, *jd;
     ngx_int_t              rc;
     ngx_str_t              queue, name, text;
-    const char            *values[2];
+    const char            *values[2], *keyvals[3];
     ngx_crest_job_opts_t   opts;
     ngx_http_request_t    *r;
 
@@ -2324,15 +2333,26 @@ ngx_http_crest_downloads_delete_row(void *data, ngx_crest_status_e status,
         return;
     }
 
+    /*
+     * The row goes only if it still names the keys read above: a download
+     * that stored its thumbnail (or anything) meanwhile is read again, so
+     * that the job removes every object the row named.
+     */
+    keyvals[0] = (const char *) ctx->id;
+    keyvals[1] = PQgetisnull(res, 0, 0) ? NULL : PQgetvalue(res, 0, 0);
+    keyvals[2] = PQgetisnull(res, 0, 1) ? NULL : PQgetvalue(res, 0, 1);
+
     ngx_memzero(&opts, sizeof(ngx_crest_job_opts_t));
     opts.sql = "WITH d AS (DELETE FROM media_downloads WHERE id = $6::uuid "
-               "AND user_id = $1::uuid RETURNING id), "
+               "AND user_id = $1::uuid "
+               "AND storage_key IS NOT DISTINCT FROM $7::text "
+               "AND thumbnail_key IS NOT DISTINCT FROM $8::text RETURNING id), "
                "j AS (INSERT INTO jobs (user_id, queue, name, data, "
                "max_attempts) SELECT $1::uuid, $2, $3, $4::jsonb, "
                "$5::integer FROM d RETURNING id) "
                "SELECT id::text FROM j";
-    opts.nvalues = 1;
-    opts.values = values;
+    opts.nvalues = 3;
+    opts.values = keyvals;
 
     ngx_str_set(&queue, "download");
     ngx_str_set(&name, "download-delete");
