@@ -2,7 +2,8 @@
 # crest-limits-apply.conf, crest-api.conf): the `download` zone lets a user
 # request 10 downloads a minute, the 11th is 429 and takes no quota unit;
 # listing, one download and formats are not in that zone, and only the POST
-# costs a unit of the monthly download quota (free plan: 5).
+# costs a unit of the monthly download quota (free plan: 5).  Formats
+# lookups have a zone of their own: 20 a minute per user.
 use strict;
 use warnings;
 use FindBin;
@@ -43,6 +44,17 @@ is(usage($ent->{id}), 10, 'the refused one took no quota unit');
 @st = map { $t->http(GET => '/api/downloads', headers => bearer($ent))->{status} } 1 .. 12;
 is(scalar(grep { $_ == 200 } @st), 12, 'listing is not limited by the download zone');
 is(usage($ent->{id}), 10, 'and costs no quota');
+
+# formats: 20 lookups a minute per user (each uncached one runs yt-dlp);
+# a refused URL still counts, as any request the zone sees
+@st = map {
+    $t->http(GET => '/api/downloads/formats?url=file:///etc/passwd', headers => bearer($ent))
+} 1 .. 21;
+is(scalar(grep { $_->{status} == 400 } @st), 20, 'formats: 20 lookups a minute');
+is($st[-1]{status}, 429, 'formats: the 21st is 429');
+is($st[-1]{json}{error}{code}, 'RATE_LIMITED', 'formats: RATE_LIMITED');
+is($t->http(GET => '/api/downloads', headers => bearer($ent))->{status}, 200,
+   'listing is not in the formats zone');
 
 # free plan: 5 a month; the 6th POST is refused by the quota
 my $free = session($t, 'free@example.com');
