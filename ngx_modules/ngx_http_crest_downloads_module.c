@@ -540,9 +540,11 @@ ngx_http_crest_downloads_storage(ngx_conf_t *cf, ngx_command_t *cmd,
 {
     ngx_http_crest_downloads_main_conf_t *dmcf = conf;
 
+    char                            err[128], trial[1024];
     u_char                         *p, *end;
     ngx_str_t                      *value, v, file;
     ngx_uint_t                      i;
+    crest_sigv4_presign_t           ps;
     ngx_http_crest_downloads_s3_t  *s3;
 
     value = cf->args->elts;
@@ -681,6 +683,30 @@ ngx_http_crest_downloads_storage(ngx_conf_t *cf, ngx_command_t *cmd,
                            "crest_downloads_storage s3 needs endpoint=, "
                            "bucket=, region=, key_id_file= and "
                            "secret_file=");
+        return NGX_CONF_ERROR;
+    }
+
+    /*
+     * A trial link: keys or a region the signer refuses would otherwise
+     * fail every /file request with a 500; the reason never holds a key.
+     */
+    ngx_memzero(&ps, sizeof(crest_sigv4_presign_t));
+    ps.method = "GET";
+    ps.host = (const char *) s3->host.data;
+    ps.path = "/crest-config-check";
+    ps.region = (const char *) s3->region.data;
+    ps.service = "s3";
+    ps.access_key_id = (const char *) s3->key_id.data;
+    ps.secret_key = (const char *) s3->secret.data;
+    ps.now = ngx_time();
+    ps.expires = 60;
+
+    if (crest_sigv4_presign(&ps, trial, sizeof(trial), NULL, err, sizeof(err))
+        < 0)
+    {
+        ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
+                           "crest_downloads_storage s3: the keys or region "
+                           "cannot sign a link: %s", err);
         return NGX_CONF_ERROR;
     }
 

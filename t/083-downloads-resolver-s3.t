@@ -286,6 +286,23 @@ SKIP: {
     $b->stop;
 }
 
+# a key id the signer cannot use (S3 key ids are letters and digits) stops
+# nginx at start, not every /file request later, and the secret stays out
+{
+    my $bad_id = $t->dir . '/secrets/s3_bad_key_id';
+    open my $fh, '>', $bad_id or die $!;
+    print $fh "AKIA EXAMPLE/1\n";
+    close $fh;
+    my $b = Crest::Test->new(no_pg => 1, no_redis => 1, check_on_stop => 0, http_config => "
+        crest_downloads_storage s3 endpoint=$endpoint bucket=crest-media region=eu-test-1
+                                key_id_file=$bad_id secret_file=$secret_file;");
+    ok(!eval { $b->start; 1 }, 'a key id that cannot sign: nginx does not start');
+    my $said = $b->error_log . ($@ // '');
+    like($said, qr/crest_downloads_storage s3: the keys or region cannot sign a link/, '  saying why');
+    unlike($said, qr/\Q$secret\E/, '  without the secret');
+    $b->stop;
+}
+
 $t->stop;
 $s3->stop if $s3;
 kill 'KILL', $dns_pid;
