@@ -66,6 +66,19 @@ ngx_int_t ngx_crest_arg(ngx_http_request_t *r, const char *name,
  */
 ngx_int_t ngx_crest_arg_number(ngx_http_request_t *r, const char *name,
     ngx_uint_t dflt, ngx_uint_t max, ngx_uint_t *out);
+
+#define NGX_CREST_PAGE_MAX        100000
+#define NGX_CREST_LIMIT_MAX       100
+#define NGX_CREST_LIMIT_DEFAULT   20
+
+/*
+ * ?page= (1 to NGX_CREST_PAGE_MAX, default 1) and ?limit= (1 to
+ * NGX_CREST_LIMIT_MAX, default NGX_CREST_LIMIT_DEFAULT) of a list endpoint:
+ * NGX_OK, or NGX_DECLINED with *rc what the content handler returns (the
+ * 400 naming the field already sent, or a 500 to send).
+ */
+ngx_int_t ngx_crest_page_args(ngx_http_request_t *r, ngx_uint_t *page,
+    ngx_uint_t *limit, ngx_int_t *rc);
 /*
  * Reads a JSON request body and calls handler with it (an object when
  * require_object is set).  A missing or malformed body, a wrong content type

@@ -370,6 +370,37 @@ ngx_crest_arg_number(ngx_http_request_t *r, const char *name,
     return NGX_OK;
 }
 
+ngx_int_t
+ngx_crest_page_args(ngx_http_request_t *r, ngx_uint_t *page,
+    ngx_uint_t *limit, ngx_int_t *rc)
+{
+    ngx_int_t  n;
+
+    n = ngx_crest_arg_number(r, "page", 1, NGX_CREST_PAGE_MAX, page);
+
+    if (n == NGX_OK) {
+        n = ngx_crest_arg_number(r, "limit", NGX_CREST_LIMIT_DEFAULT,
+                                 NGX_CREST_LIMIT_MAX, limit);
+        if (n == NGX_OK) {
+            return NGX_OK;
+        }
+
+        *rc = (n == NGX_ERROR)
+              ? NGX_HTTP_INTERNAL_SERVER_ERROR
+              : ngx_crest_send_invalid(r, "limit",
+                                       "limit must be an integer from 1 to "
+                                       ngx_value(NGX_CREST_LIMIT_MAX));
+        return NGX_DECLINED;
+    }
+
+    *rc = (n == NGX_ERROR)
+          ? NGX_HTTP_INTERNAL_SERVER_ERROR
+          : ngx_crest_send_invalid(r, "page",
+                                   "page must be an integer from 1 to "
+                                   ngx_value(NGX_CREST_PAGE_MAX));
+    return NGX_DECLINED;
+}
+
 
 void
 ngx_crest_finalize(ngx_http_request_t *r, ngx_int_t rc)

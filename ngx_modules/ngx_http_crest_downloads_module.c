@@ -43,8 +43,6 @@
 #include <openssl/rand.h>
 
 
-#define NGX_CREST_DL_PAGE_MAX        100000
-#define NGX_CREST_DL_LIMIT_MAX       100
 #define NGX_CREST_DL_FORMAT_MAX      200
 #define NGX_CREST_DL_SECRET_MIN      16
 #define NGX_CREST_DL_POLL_FIRST      50
@@ -1309,30 +1307,8 @@ ngx_http_crest_downloads_list(ngx_http_crest_downloads_ctx_t *ctx)
 
     r = ctx->request;
 
-    rc = ngx_crest_arg_number(r, "page", 1,
-                                             NGX_CREST_DL_PAGE_MAX,
-                                             &ctx->page);
-    if (rc == NGX_ERROR) {
-        return NGX_HTTP_INTERNAL_SERVER_ERROR;
-    }
-
-    if (rc == NGX_DECLINED) {
-        return ngx_crest_send_invalid(r, "page",
-                                        "page must be an integer from 1 to "
-                                        ngx_value(NGX_CREST_DL_PAGE_MAX));
-    }
-
-    rc = ngx_crest_arg_number(r, "limit", 20,
-                                             NGX_CREST_DL_LIMIT_MAX,
-                                             &ctx->limit);
-    if (rc == NGX_ERROR) {
-        return NGX_HTTP_INTERNAL_SERVER_ERROR;
-    }
-
-    if (rc == NGX_DECLINED) {
-        return ngx_crest_send_invalid(r, "limit",
-                                            "limit must be an integer from 1 "
-                                            "to 100");
+    if (ngx_crest_page_args(r, &ctx->page, &ctx->limit, &rc) != NGX_OK) {
+        return rc;
     }
 
     values[0] = (const char *) ctx->identity->user_id.data;

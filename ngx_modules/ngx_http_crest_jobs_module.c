@@ -32,8 +32,6 @@
 #include "crest_bullmq.h"
 
 
-#define NGX_CREST_JOBS_PAGE_MAX      100000
-#define NGX_CREST_JOBS_LIMIT_MAX     100
 #define NGX_CREST_JOBS_QUEUE_MAX     64
 #define NGX_CREST_JOBS_PREFIX_MAX    64
 #define NGX_CREST_JOBS_XREAD_COUNT   "256"
@@ -1839,28 +1837,8 @@ ngx_http_crest_jobs_list(ngx_http_crest_jobs_ctx_t *ctx)
 
     r = ctx->request;
 
-    rc = ngx_crest_arg_number(r, "page", 1, NGX_CREST_JOBS_PAGE_MAX,
-                                        &ctx->page);
-    if (rc == NGX_ERROR) {
-        return NGX_HTTP_INTERNAL_SERVER_ERROR;
-    }
-
-    if (rc == NGX_DECLINED) {
-        return ngx_crest_send_invalid(r, "page",
-                                       "page must be an integer from 1 to "
-                                       ngx_value(NGX_CREST_JOBS_PAGE_MAX));
-    }
-
-    rc = ngx_crest_arg_number(r, "limit", 20,
-                                        NGX_CREST_JOBS_LIMIT_MAX, &ctx->limit);
-    if (rc == NGX_ERROR) {
-        return NGX_HTTP_INTERNAL_SERVER_ERROR;
-    }
-
-    if (rc == NGX_DECLINED) {
-        return ngx_crest_send_invalid(r, "limit",
-                                           "limit must be an integer from 1 "
-                                           "to 100");
+    if (ngx_crest_page_args(r, &ctx->page, &ctx->limit, &rc) != NGX_OK) {
+        return rc;
     }
 
     values[0] = (const char *) ctx->identity->user_id.data;

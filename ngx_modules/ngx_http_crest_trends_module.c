@@ -33,8 +33,6 @@
 #define NGX_CREST_TRENDS_KEYWORD_MAX    100
 #define NGX_CREST_TRENDS_LIMIT_MAX      100
 #define NGX_CREST_TRENDS_LIMIT_DEFAULT  10
-#define NGX_CREST_TRENDS_PAGE_MAX       100000
-#define NGX_CREST_TRENDS_PER_PAGE_MAX   100
 /* past any real count of views, and exact in a double */
 #define NGX_CREST_TRENDS_VIEWS_MAX      1000000000000000LL
 
@@ -802,30 +800,8 @@ ngx_http_crest_trends_list(ngx_http_crest_trends_ctx_t *ctx)
 
     r = ctx->request;
 
-    rc = ngx_crest_arg_number(r, "page", 1,
-                                          NGX_CREST_TRENDS_PAGE_MAX,
-                                          &ctx->page);
-    if (rc == NGX_ERROR) {
-        return NGX_HTTP_INTERNAL_SERVER_ERROR;
-    }
-
-    if (rc == NGX_DECLINED) {
-        return ngx_crest_send_invalid(r, "page",
-                                     "page must be an integer from 1 to "
-                                     ngx_value(NGX_CREST_TRENDS_PAGE_MAX));
-    }
-
-    rc = ngx_crest_arg_number(r, "limit", 20,
-                                          NGX_CREST_TRENDS_PER_PAGE_MAX,
-                                          &ctx->limit);
-    if (rc == NGX_ERROR) {
-        return NGX_HTTP_INTERNAL_SERVER_ERROR;
-    }
-
-    if (rc == NGX_DECLINED) {
-        return ngx_crest_send_invalid(r, "limit",
-                                         "limit must be an integer from 1 "
-                                         "to 100");
+    if (ngx_crest_page_args(r, &ctx->page, &ctx->limit, &rc) != NGX_OK) {
+        return rc;
     }
 
     values[0] = (const char *) ctx->identity->user_id.data;
