@@ -870,8 +870,8 @@ ngx_http_crest_downloads_check_url(ngx_http_crest_downloads_ctx_t *ctx,
         || ngx_strlen(ctx->url.data) != ctx->url.len)
     {
         *rc = ngx_crest_send_invalid(r, "url",
-                                           "url must be an http or https URL "
-                                           "of at most 4096 bytes");
+                                     "url must be an http or https URL "
+                                     "of at most 4096 bytes");
         return NGX_ERROR;
     }
 
@@ -901,8 +901,8 @@ ngx_http_crest_downloads_check_url(ngx_http_crest_downloads_ctx_t *ctx,
             && ngx_strcmp(ctx->parsed.host, "255.255.255.255") != 0)
         {
             *rc = ngx_crest_send_invalid(r, "url",
-                                               "URL refused: malformed "
-                                               "address");
+                                         "URL refused: malformed "
+                                         "address");
             return NGX_ERROR;
         }
 
@@ -915,8 +915,8 @@ ngx_http_crest_downloads_check_url(ngx_http_crest_downloads_ctx_t *ctx,
             != NGX_OK)
         {
             *rc = ngx_crest_send_invalid(r, "url",
-                                               "URL refused: malformed "
-                                               "address");
+                                         "URL refused: malformed "
+                                         "address");
             return NGX_ERROR;
         }
 #endif
@@ -1005,7 +1005,7 @@ ngx_http_crest_downloads_resolved(ngx_resolver_ctx_t *rctx)
         ngx_sprintf(msg, "URL refused: %s resolves to a %s address%Z",
                     ctx->parsed.host, why);
         ngx_crest_finalize(r, ngx_crest_send_invalid(r, "url",
-                                                       (const char *) msg));
+                                                     (const char *) msg));
         return;
     }
 
@@ -1019,7 +1019,7 @@ ngx_http_crest_downloads_resolved(ngx_resolver_ctx_t *rctx)
         ngx_sprintf(msg, "URL refused: %s has no address%Z",
                     ctx->parsed.host);
         ngx_crest_finalize(r, ngx_crest_send_invalid(r, "url",
-                                                       (const char *) msg));
+                                                     (const char *) msg));
         return;
     }
 
@@ -1334,9 +1334,9 @@ ngx_http_crest_downloads_list(ngx_http_crest_downloads_ctx_t *ctx)
 
         if (i == n) {
             return ngx_crest_send_invalid(r, "status",
-                                            "status must be pending, "
-                                            "downloading, processing, "
-                                            "completed, failed or cancelled");
+                                          "status must be pending, "
+                                          "downloading, processing, "
+                                          "completed, failed or cancelled");
         }
 
         values[1] = (const char *) status.data;
@@ -1566,7 +1566,7 @@ ngx_http_crest_downloads_body(ngx_http_request_t *r, json_t *body)
         if (ngx_strcmp(key, "url") == 0) {
             if (!json_is_string(v)) {
                 return ngx_crest_send_invalid(r, "url",
-                                                    "url must be a string");
+                                              "url must be a string");
             }
 
             ctx->url.len = json_string_length(v);
@@ -1594,10 +1594,10 @@ ngx_http_crest_downloads_body(ngx_http_request_t *r, json_t *body)
                 || !crest_is_clean_text(s, json_string_length(v)))
             {
                 return ngx_crest_send_invalid(r, "format",
-                                            "format must be a yt-dlp format "
-                                            "id or selector of 1 to 200 "
-                                            "characters, not starting with "
-                                            "\"-\"");
+                                              "format must be a yt-dlp format "
+                                              "id or selector of 1 to 200 "
+                                              "characters, not starting with "
+                                              "\"-\"");
             }
 
             ctx->format.len = json_string_length(v);
@@ -1613,8 +1613,8 @@ ngx_http_crest_downloads_body(ngx_http_request_t *r, json_t *body)
         if (ngx_strcmp(key, "audioOnly") == 0) {
             if (!json_is_boolean(v)) {
                 return ngx_crest_send_invalid(r, "audioOnly",
-                                                    "audioOnly must be true "
-                                                    "or false");
+                                              "audioOnly must be true "
+                                              "or false");
             }
 
             ctx->audio_only = json_is_true(v);
@@ -1622,8 +1622,8 @@ ngx_http_crest_downloads_body(ngx_http_request_t *r, json_t *body)
         }
 
         return ngx_crest_send_invalid(r, key,
-                                            "unknown field: a download takes "
-                                            "url, format and audioOnly");
+                                      "unknown field: a download takes "
+                                      "url, format and audioOnly");
     }
 
     if (ctx->url.data == NULL) {

@@ -1881,9 +1881,9 @@ ngx_http_crest_jobs_list(ngx_http_crest_jobs_ctx_t *ctx)
 
         if (i == n) {
             return ngx_crest_send_invalid(r, "status",
-                                           "status must be pending, queued, "
-                                           "active, completed, failed or "
-                                           "cancelled");
+                                          "status must be pending, queued, "
+                                          "active, completed, failed or "
+                                          "cancelled");
         }
 
         values[2] = (const char *) status.data;
@@ -3543,8 +3543,8 @@ ngx_http_crest_jobs_ping_body(ngx_http_request_t *r, json_t *body)
                                         json_string_length(v)))
             {
                 return ngx_crest_send_invalid(r, key,
-                                           "fail and log must be 1 to 1000 "
-                                           "characters of text");
+                                              "fail and log must be 1 to 1000 "
+                                              "characters of text");
             }
 
             continue;
@@ -3555,8 +3555,8 @@ ngx_http_crest_jobs_ping_body(ngx_http_request_t *r, json_t *body)
 
             if (n < 0 || n > NGX_CREST_JOB_ATTEMPTS_MAX) {
                 return ngx_crest_send_invalid(r, key,
-                                           "failTimes must be an integer "
-                                           "from 0 to 100");
+                                              "failTimes must be an integer "
+                                              "from 0 to 100");
             }
 
             continue;
@@ -3567,8 +3567,8 @@ ngx_http_crest_jobs_ping_body(ngx_http_request_t *r, json_t *body)
 
             if (n < 1 || n > 10) {
                 return ngx_crest_send_invalid(r, key,
-                                           "attempts must be an integer "
-                                           "from 1 to 10");
+                                              "attempts must be an integer "
+                                              "from 1 to 10");
             }
 
             opts.attempts = n;
@@ -3576,9 +3576,9 @@ ngx_http_crest_jobs_ping_body(ngx_http_request_t *r, json_t *body)
         }
 
         return ngx_crest_send_invalid(r, key,
-                                       "unknown field: ping takes data, "
-                                       "progress, delayMs, fail, failTimes, "
-                                       "log and attempts");
+                                      "unknown field: ping takes data, "
+                                      "progress, delayMs, fail, failTimes, "
+                                      "log and attempts");
     }
 
     /* the job's data: the body but attempts, which is an option */
@@ -3606,7 +3606,7 @@ ngx_http_crest_jobs_ping_body(ngx_http_request_t *r, json_t *body)
 
     if (text.len > NGX_CREST_JOB_DATA_MAX) {
         return ngx_crest_send_invalid(r, "data",
-                                           "a ping's data is at most 512k");
+                                      "a ping's data is at most 512k");
     }
 
     rc = ngx_crest_job_enqueue(r, &queue, &name, &text, &opts,

@@ -569,9 +569,9 @@ ngx_http_crest_trends_scrape_body(ngx_http_request_t *r, json_t *body)
             && ngx_strcmp(key, "filters") != 0)
         {
             return ngx_crest_send_invalid(r, key,
-                                         "unknown field: a scrape takes "
-                                         "platform, keywords, limit and "
-                                         "filters");
+                                          "unknown field: a scrape takes "
+                                          "platform, keywords, limit and "
+                                          "filters");
         }
     }
 
@@ -594,8 +594,8 @@ ngx_http_crest_trends_scrape_body(ngx_http_request_t *r, json_t *body)
 
     if (p == NGX_ERROR) {
         return ngx_crest_send_invalid(r, "platform",
-                                         "platform must be youtube, tiktok, "
-                                         "x (or twitter) or reddit");
+                                      "platform must be youtube, tiktok, "
+                                      "x (or twitter) or reddit");
     }
 
     v = json_object_get(body, "keywords");
@@ -604,8 +604,8 @@ ngx_http_crest_trends_scrape_body(ngx_http_request_t *r, json_t *body)
         || json_array_size(v) > NGX_CREST_TRENDS_KEYWORDS_MAX)
     {
         return ngx_crest_send_invalid(r, "keywords",
-                                         "keywords must be an array of 1 to "
-                                         "10 strings");
+                                      "keywords must be an array of 1 to "
+                                      "10 strings");
     }
 
     json_array_foreach(v, i, k) {
@@ -620,8 +620,8 @@ ngx_http_crest_trends_scrape_body(ngx_http_request_t *r, json_t *body)
             || strspn(s, " \t") == len)
         {
             return ngx_crest_send_invalid(r, "keywords",
-                                             "each keyword must be 1 to 100 "
-                                             "characters of text");
+                                          "each keyword must be 1 to 100 "
+                                          "characters of text");
         }
     }
 
@@ -635,8 +635,8 @@ ngx_http_crest_trends_scrape_body(ngx_http_request_t *r, json_t *body)
 
         if (limit < 1 || limit > NGX_CREST_TRENDS_LIMIT_MAX) {
             return ngx_crest_send_invalid(r, "limit",
-                                             "limit must be an integer from "
-                                             "1 to 100");
+                                          "limit must be an integer from "
+                                          "1 to 100");
         }
     }
 
@@ -819,8 +819,8 @@ ngx_http_crest_trends_list(ngx_http_crest_trends_ctx_t *ctx)
             == NGX_ERROR)
         {
             return ngx_crest_send_invalid(r, "status",
-                                         "status must be pending, running, "
-                                         "completed, failed or cancelled");
+                                          "status must be pending, running, "
+                                          "completed, failed or cancelled");
         }
 
         values[1] = (const char *) v.data;
@@ -841,8 +841,8 @@ ngx_http_crest_trends_list(ngx_http_crest_trends_ctx_t *ctx)
             == NGX_ERROR)
         {
             return ngx_crest_send_invalid(r, "platform",
-                                         "platform must be youtube, tiktok, "
-                                         "x (or twitter) or reddit");
+                                          "platform must be youtube, tiktok, "
+                                          "x (or twitter) or reddit");
         }
 
         values[2] = (const char *) v.data;
