@@ -80,6 +80,12 @@ ngx_int_t ngx_crest_arg_number(ngx_http_request_t *r, const char *name,
 ngx_int_t ngx_crest_page_args(ngx_http_request_t *r, ngx_uint_t *page,
     ngx_uint_t *limit, ngx_int_t *rc);
 /*
+ * The LIMIT and OFFSET parameters of a page as text in pool, for
+ * ngx_crest_pg_* values: NGX_OK or NGX_ERROR (memory).
+ */
+ngx_int_t ngx_crest_page_sql(ngx_pool_t *pool, ngx_uint_t page,
+    ngx_uint_t limit, const char **limit_text, const char **offset_text);
+/*
  * Reads a JSON request body and calls handler with it (an object when
  * require_object is set).  A missing or malformed body, a wrong content type
  * or an oversized body is answered here with the envelope; the handler then

@@ -401,6 +401,26 @@ ngx_crest_page_args(ngx_http_request_t *r, ngx_uint_t *page,
     return NGX_DECLINED;
 }
 
+ngx_int_t
+ngx_crest_page_sql(ngx_pool_t *pool, ngx_uint_t page, ngx_uint_t limit,
+    const char **limit_text, const char **offset_text)
+{
+    u_char  *p, *q;
+
+    p = ngx_pnalloc(pool, 2 * NGX_INT_T_LEN + 2);
+    if (p == NULL) {
+        return NGX_ERROR;
+    }
+
+    q = ngx_sprintf(p, "%ui%Z", limit);
+    ngx_sprintf(q, "%ui%Z", (page - 1) * limit);
+
+    *limit_text = (const char *) p;
+    *offset_text = (const char *) q;
+
+    return NGX_OK;
+}
+
 
 void
 ngx_crest_finalize(ngx_http_request_t *r, ngx_int_t rc)

@@ -1298,7 +1298,6 @@ ngx_http_crest_downloads_listed(void *data, ngx_crest_status_e status,
 static ngx_int_t
 ngx_http_crest_downloads_list(ngx_http_crest_downloads_ctx_t *ctx)
 {
-    u_char              *limit, *offset;
     ngx_int_t            rc;
     ngx_str_t            status;
     ngx_uint_t           i, n;
@@ -1342,16 +1341,12 @@ ngx_http_crest_downloads_list(ngx_http_crest_downloads_ctx_t *ctx)
         values[1] = (const char *) status.data;
     }
 
-    limit = ngx_pnalloc(r->pool, 2 * NGX_INT_T_LEN + 2);
-    if (limit == NULL) {
+    if (ngx_crest_page_sql(r->pool, ctx->page, ctx->limit, &values[2],
+                           &values[3])
+        != NGX_OK)
+    {
         return NGX_HTTP_INTERNAL_SERVER_ERROR;
     }
-
-    offset = ngx_sprintf(limit, "%ui%Z", ctx->limit);
-    ngx_sprintf(offset, "%ui%Z", (ctx->page - 1) * ctx->limit);
-
-    values[2] = (const char *) limit;
-    values[3] = (const char *) offset;
 
     /* the count and the page in one statement; the count is the last
      * column so that the view's columns keep their numbers */

@@ -792,7 +792,6 @@ ngx_http_crest_trends_listed(void *data, ngx_crest_status_e status,
 static ngx_int_t
 ngx_http_crest_trends_list(ngx_http_crest_trends_ctx_t *ctx)
 {
-    u_char              *limit, *offset;
     ngx_int_t            rc;
     ngx_str_t            v;
     const char          *values[5];
@@ -848,16 +847,12 @@ ngx_http_crest_trends_list(ngx_http_crest_trends_ctx_t *ctx)
         values[2] = (const char *) v.data;
     }
 
-    limit = ngx_pnalloc(r->pool, 2 * NGX_INT_T_LEN + 2);
-    if (limit == NULL) {
+    if (ngx_crest_page_sql(r->pool, ctx->page, ctx->limit, &values[3],
+                           &values[4])
+        != NGX_OK)
+    {
         return NGX_HTTP_INTERNAL_SERVER_ERROR;
     }
-
-    offset = ngx_sprintf(limit, "%ui%Z", ctx->limit);
-    ngx_sprintf(offset, "%ui%Z", (ctx->page - 1) * ctx->limit);
-
-    values[3] = (const char *) limit;
-    values[4] = (const char *) offset;
 
     /* the count and the page in one statement, as GET /api/jobs does */
     rc = ngx_crest_pg_request(r,
